@@ -1,0 +1,144 @@
+"""Typed errors. Every error segmentlog raises on purpose is a ``SegmentLogError``.
+
+Strategy and invariants
+- One hierarchy under an abstract base, so ``except SegmentLogError`` catches everything ours.
+- Each class's docstring says when it is raised; each message says what to do next.
+- Errors about bad input also derive from the matching builtin (``TypeError``/``ValueError``),
+  so generic callers still see a familiar type.
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC
+
+__all__ = [
+    "AppendError",
+    "CorruptionError",
+    "FormatVersionError",
+    "InvalidEventError",
+    "LockedError",
+    "LogClosedError",
+    "LogFailedError",
+    "NotASegmentLogError",
+    "NotFoundError",
+    "ReadOnlyError",
+    "RecordTooLargeError",
+    "SegmentLogError",
+]
+
+
+class SegmentLogError(Exception, ABC):
+    """Base of every error segmentlog raises on purpose."""
+
+
+class AppendError(SegmentLogError):
+    """Raised when an append could not be persisted. The event was *not* stored."""
+
+
+class NotFoundError(SegmentLogError, LookupError):
+    """Raised by ``list_after`` (and friends) when the run has no recorded events."""
+
+    def __init__(self, run_id: uuid.UUID) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"no events recorded for run {run_id}; check the run id, or list runs with log.runs()"
+        )
+
+
+class InvalidEventError(AppendError, TypeError):
+    """Raised by ``append`` when the object is not an event the log was opened for.
+
+    Nothing was written. Pass an instance of the log's ``event_type`` (``AgentEvent`` by default)
+    with a ``run_id: uuid.UUID``.
+    """
+
+
+class RecordTooLargeError(AppendError, ValueError):
+    """Raised by ``append`` when the encoded record exceeds ``max_record_bytes``.
+
+    Nothing was written. Split the event, or open the log with a larger ``max_record_bytes``.
+    """
+
+
+class LogClosedError(SegmentLogError):
+    """Raised by any operation on a log that was closed. Open the directory again."""
+
+
+class LogFailedError(AppendError):
+    """Raised by appends after a write or fsync error made the log fail-stop.
+
+    The failed append was rolled back; nothing later is accepted until the log is reopened, so
+    that recovery can establish what is on disk. ``cause`` holds the original OS error.
+    """
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        self.cause = cause
+        super().__init__(message)
+
+
+class ReadOnlyError(SegmentLogError):
+    """Raised by write operations on a log opened with ``read_only=True``."""
+
+
+class LockedError(SegmentLogError):
+    """Raised by ``open`` when another process holds the directory's writer lock.
+
+    Only one process may write a log directory. Close the other writer, or open with
+    ``read_only=True`` to inspect the log beside it.
+    """
+
+
+class NotASegmentLogError(SegmentLogError):
+    """Raised by ``open`` on a non-empty directory that is not a segmentlog directory.
+
+    segmentlog never writes into a directory it did not create; choose an empty or new path.
+    """
+
+
+class FormatVersionError(SegmentLogError):
+    """Raised by ``open`` when the directory was written by a newer on-disk format version.
+
+    Upgrade segmentlog to a version that reads this format.
+    """
+
+
+class CorruptionError(SegmentLogError):
+    """Raised when stored bytes fail verification and the recovery mode does not allow repair.
+
+    ``path`` is the damaged file, ``offset`` the byte offset of the first bad byte, and
+    ``first_seq``/``last_seq`` the seq range affected (``last_seq`` may be ``None`` when the
+    end of the range is unknown). Run ``segmentlog verify`` to see all damage, and
+    ``segmentlog recover`` (or open with ``recovery="salvage"``) to keep the valid prefix.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        path: str,
+        offset: int,
+        first_seq: int | None,
+        last_seq: int | None,
+    ) -> None:
+        self.reason = reason
+        self.path = path
+        self.offset = offset
+        self.first_seq = first_seq
+        self.last_seq = last_seq
+        span = _seq_span(first_seq, last_seq)
+        super().__init__(
+            f"{path}: corrupt at offset {offset} ({reason}); seqs {span} affected. "
+            "Run `segmentlog verify` for a full report; `segmentlog recover` or "
+            "recovery='salvage' keeps the valid prefix."
+        )
+
+
+def _seq_span(first: int | None, last: int | None) -> str:
+    if first is None:
+        return "unknown"
+    if last is None:
+        return f"{first}.."
+    if first == last:
+        return str(first)
+    return f"{first}..{last}"
