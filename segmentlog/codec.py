@@ -32,11 +32,13 @@ __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
     "FORMAT_VERSION",
     "FRAME_HEADER",
+    "FRAME_CONTINUED",
     "FRAME_HEADER_SIZE",
     "FRAME_MAGIC",
     "INDEX_ENTRY",
     "INDEX_ENTRY_SIZE",
     "MAX_FRAME_LENGTH",
+    "MAX_SEGMENT_OFFSET",
     "NEED_DATA",
     "SEGMENT_HEADER",
     "SEGMENT_HEADER_SIZE",
@@ -68,8 +70,12 @@ SEGMENT_HEADER_SIZE: Final = SEGMENT_HEADER.size + SEGMENT_CHECKSUM.size  # 48
 
 #: First 4 bytes of every frame. 0xC1 is the one byte msgpack never uses as a type byte.
 FRAME_MAGIC: Final = b"\xc1SLF"
-#: magic, checksum, length, seq, durable.
+#: magic, checksum, length, seq, durable (low 31 bits) | CONTINUED flag (bit 31).
 FRAME_HEADER: Final = struct.Struct("<4sQIQI")
+#: Bit 31 of the durable field: more frames of the same atomic batch follow this one.
+FRAME_CONTINUED: Final = 0x8000_0000
+#: Largest durable mark (and so the largest segment) the format can describe.
+MAX_SEGMENT_OFFSET: Final = FRAME_CONTINUED - 1
 FRAME_HEADER_SIZE: Final = FRAME_HEADER.size  # 28
 #: The checksum covers the frame from this offset (the length field) to its end.
 FRAME_CHECKSUM_START: Final = 12
@@ -106,13 +112,17 @@ NEED_DATA: Final = NeedData()
 
 
 class FramedRecord(NamedTuple):
-    """One verified frame. ``payload`` is the encoded envelope; ``end`` the offset after it."""
+    """One verified frame. ``payload`` is the encoded envelope; ``end`` the offset after it.
+
+    ``continued`` is True when later frames of the same atomic batch follow this one.
+    """
 
     offset: int
     seq: int
     durable: int
     payload: bytes | memoryview
     end: int
+    continued: bool = False
 
 
 class FrameCorruption(NamedTuple):
@@ -190,7 +200,7 @@ def read_frame(
         if avail > 0 and bytes(buf[pos : pos + min(avail, 4)]) != FRAME_MAGIC[: min(avail, 4)]:
             return FrameCorruption(pos, "bad frame magic", None)
         return NEED_DATA
-    magic, checksum, length, seq, durable = FRAME_HEADER.unpack_from(buf, pos)
+    magic, checksum, length, seq, marks = FRAME_HEADER.unpack_from(buf, pos)
     if magic != FRAME_MAGIC:
         return FrameCorruption(pos, "bad frame magic", None)
     if length > max_record_bytes:
@@ -206,7 +216,9 @@ def read_frame(
         payload = view[pos + FRAME_HEADER_SIZE : end]
         if not isinstance(buf, bytes):
             payload = payload.tobytes()  # type: ignore[assignment]
-    return FramedRecord(pos, seq, durable, payload, end)
+    return FramedRecord(
+        pos, seq, marks & MAX_SEGMENT_OFFSET, payload, end, bool(marks & FRAME_CONTINUED)
+    )
 
 
 class FrameEncoder:
@@ -220,8 +232,13 @@ class FrameEncoder:
         self.max_record_bytes = max_record_bytes
         self._encode_into = msgspec.msgpack.Encoder(uuid_format="bytes").encode_into
 
-    def encode(self, buf: bytearray, envelope: Envelope[Any], durable: int) -> int:
+    def encode(
+        self, buf: bytearray, envelope: Envelope[Any], durable: int, continued: bool = False
+    ) -> int:
         """Append ``envelope``'s frame to ``buf``; return the frame's size in bytes.
+
+        ``durable`` is the segment offset known to be on stable storage; ``continued`` marks a
+        frame that more frames of the same atomic batch follow.
 
         Raises ``RecordTooLargeError`` (leaving ``buf`` as it was) when the payload exceeds
         ``max_record_bytes``, and ``InvalidEventError`` when msgspec cannot encode the event.
@@ -243,7 +260,8 @@ class FrameEncoder:
                 f"record of {length} bytes exceeds max_record_bytes={self.max_record_bytes}; "
                 "split the event or open the log with a larger max_record_bytes"
             )
-        _FRAME_TAIL.pack_into(buf, start + FRAME_CHECKSUM_START, length, envelope.seq, durable)
+        marks = durable | FRAME_CONTINUED if continued else durable
+        _FRAME_TAIL.pack_into(buf, start + FRAME_CHECKSUM_START, length, envelope.seq, marks)
         buf[start : start + 4] = FRAME_MAGIC
         with memoryview(buf) as view:
             checksum = _xxh3(view[start + FRAME_CHECKSUM_START :])
