@@ -143,6 +143,9 @@ class FaultFS(FileSystem):
         self.bytes_read = 0
         #: Bytes accepted by ``write``.
         self.bytes_written = 0
+        #: The largest ``size`` any single ``pread`` asked for.
+        self.largest_read = 0
+        self._dead = False
 
     # --- fault knobs ------------------------------------------------------------------------
 
@@ -205,6 +208,7 @@ class FaultFS(FileSystem):
             self.journal.clear()
             self.bytes_read = 0
             self.bytes_written = 0
+            self.largest_read = 0
 
     def _arm(
         self,
@@ -243,7 +247,7 @@ class FaultFS(FileSystem):
 
     def _enter(self, op: str, path: str) -> None:
         """Bookkeeping at the start of every call (caller holds the mutex)."""
-        if self.halted:
+        if self.halted or self._dead:
             raise SimulatedCrash(f"file system halted; {op} {path} never happened")
         self.counts[op] += 1
         if op in MUTATING:
@@ -324,6 +328,22 @@ class FaultFS(FileSystem):
             new = bytes(live[start:end]).ljust(end - start, b"\0")
             out[start:end] = new if old != new and rng.random() < 0.5 else old
         return out
+
+    def reboot(
+        self, mode: PowerLossMode | None = None, rng: random.Random | None = None
+    ) -> FaultFS:
+        """End this "process" and return the file system the next one sees.
+
+        ``mode=None`` is a process crash (the page cache survives); otherwise a power loss in
+        that mode. This instance stays dead: every later call on it raises ``SimulatedCrash``,
+        so threads and objects of the old process can never touch the new state.
+        """
+        with self._mutex:
+            survivor = self.clone()
+            self._dead = True
+        if mode is not None:
+            survivor.power_loss(mode, rng)
+        return survivor
 
     def sync_all(self) -> None:
         """Make the whole live state durable (a clean shutdown followed by ``sync``)."""
@@ -557,6 +577,7 @@ class FaultFS(FileSystem):
                 raise _oserror(errno.EINVAL)
             out = bytes(self._desc(fd).node.data[offset : offset + size])
             self.bytes_read += len(out)
+            self.largest_read = max(self.largest_read, size)
             return out
 
     def _sync_fd(self, op: str, fd: int) -> None:

@@ -458,3 +458,16 @@ def test_faultfs_agrees_with_the_real_file_system(tmp_path: Path) -> None:
     fake = _script(FaultFS(), "/root")
     assert fake == real
     assert real == {"c/x": b"01AB"}
+
+
+def test_reboot_kills_the_old_process_and_keeps_only_synced_state(fs: FaultFS) -> None:
+    fs.write_durable("/d/f", b"synced")
+    fd = fs.open_append("/d/f")
+    fs.write(fd, b"+unsynced")
+    after_crash = fs.clone().reboot()
+    assert after_crash.read_file("/d/f") == b"synced+unsynced"
+    after_power = fs.reboot("drop_unsynced")
+    assert after_power.read_file("/d/f") == b"synced"
+    with pytest.raises(SimulatedCrash):
+        fs.write(fd, b"late write from a dead thread")
+    assert after_power.open_fds == 0
