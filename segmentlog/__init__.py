@@ -6,6 +6,7 @@ records, with a sparse seq index so ``list_after`` seeks instead of scanning.
 
 from __future__ import annotations
 
+from .durability import FsyncPolicy
 from .errors import (
     AppendError,
     CorruptionError,
@@ -49,7 +50,9 @@ from .events import (
     UsageRecorded,
     new_event_id,
 )
+from .log import LogOptions, LogStats, RunInfo, SegmentLog, open
 from .memory import FailingEventStore, MemoryEventStore
+from .recovery import Problem, RecoveryMode, RecoveryReport
 from .store import DEFAULT_PAGE_LIMIT, EventStore
 
 __version__ = "0.1.0"
@@ -70,20 +73,28 @@ __all__ = [
     "Failure",
     "FinishReason",
     "FormatVersionError",
+    "FsyncPolicy",
     "InvalidEventError",
     "LockedError",
     "LogClosedError",
     "LogFailedError",
+    "LogOptions",
+    "LogStats",
     "MemoryEventStore",
     "ModelStarted",
     "NotASegmentLogError",
     "NotFoundError",
+    "Problem",
     "ReadOnlyError",
     "RecordTooLargeError",
+    "RecoveryMode",
+    "RecoveryReport",
     "RunCancelled",
     "RunCompleted",
     "RunFailed",
+    "RunInfo",
     "RunStarted",
+    "SegmentLog",
     "SegmentLogError",
     "Success",
     "TextDelta",
@@ -99,4 +110,5 @@ __all__ = [
     "UsageRecorded",
     "__version__",
     "new_event_id",
+    "open",
 ]

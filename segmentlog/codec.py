@@ -31,8 +31,8 @@ from .events import AgentEvent, Envelope
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
     "FORMAT_VERSION",
-    "FRAME_HEADER",
     "FRAME_CONTINUED",
+    "FRAME_HEADER",
     "FRAME_HEADER_SIZE",
     "FRAME_MAGIC",
     "INDEX_ENTRY",
@@ -92,6 +92,8 @@ INDEX_ENTRY: Final = struct.Struct("<QQ")
 INDEX_ENTRY_SIZE: Final = INDEX_ENTRY.size  # 16
 
 _xxh3 = xxhash.xxh3_64_intdigest
+_MAX_U64 = (1 << 64) - 1
+_ENCODE = msgspec.msgpack.Encoder(uuid_format="bytes").encode
 
 
 class NeedData:
@@ -243,11 +245,15 @@ class FrameEncoder:
         Raises ``RecordTooLargeError`` (leaving ``buf`` as it was) when the payload exceeds
         ``max_record_bytes``, and ``InvalidEventError`` when msgspec cannot encode the event.
         """
+        if not 0 <= durable <= MAX_SEGMENT_OFFSET:
+            raise ValueError(f"durable mark {durable} outside 0..{MAX_SEGMENT_OFFSET}")
+        if not 0 < envelope.seq <= _MAX_U64:
+            raise ValueError(f"seq {envelope.seq} outside 1..{_MAX_U64}")
         start = len(buf)
         body = start + FRAME_HEADER_SIZE
         try:
             self._encode_into(envelope, buf, body)
-        except (TypeError, msgspec.EncodeError) as exc:
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
             del buf[start:]
             raise InvalidEventError(
                 f"event could not be encoded ({exc}); events must be msgspec Structs of the "
@@ -403,6 +409,38 @@ class EnvelopeCodec(Generic[E]):
             session: uuid.UUID | None = getattr(event, "session_id", None)
             return session
         return None
+
+    def check_payload(self, payload: bytes | memoryview, envelope: Envelope[E]) -> None:
+        """Raise ``InvalidEventError`` unless ``payload`` decodes back to ``envelope``'s event.
+
+        msgspec does not check field types when a Struct is built, so an event with, say, an
+        int where a str belongs would encode fine and then poison every read of its run.
+        Decoding before writing catches it (and values, like sets, that do not round-trip).
+        """
+        try:
+            decoded = self._decode(payload)
+        except msgspec.ValidationError as exc:
+            raise InvalidEventError(
+                f"{type(envelope.event).__name__} has a field of the wrong type ({exc}); "
+                "fix the value to match the event's declared field types"
+            ) from exc
+        if decoded.event != envelope.event:
+            raise InvalidEventError(
+                f"{type(envelope.event).__name__} holds a value that does not survive "
+                "encoding unchanged (a set, tuple or other non-JSON value?); use JSON values "
+                "(dict, list, str, int, float, bool, None)"
+            )
+
+    def check(self, envelope: Envelope[E]) -> None:
+        """Encode ``envelope`` and ``check_payload`` it (for stores that keep objects)."""
+        try:
+            payload = _ENCODE(envelope)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+            raise InvalidEventError(
+                f"event could not be encoded ({exc}); events must be msgspec Structs of the "
+                "log's event_type"
+            ) from exc
+        self.check_payload(payload, envelope)
 
     def decode(self, payload: bytes | memoryview) -> Envelope[E]:
         """Decode an envelope payload (raises ``msgspec.DecodeError`` on bad bytes)."""

@@ -59,6 +59,7 @@ class MemoryEventStore(Generic[E]):
                     event=event,
                     emitted_at=utcnow(),
                 )
+                self._codec.check(envelope)
                 queued.append(envelope)
                 out.append(envelope)
             for run_id, queued in pending.items():

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import pytest
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "segmentlog"]
 
 
 class Backend(Protocol):

@@ -1,0 +1,81 @@
+"""The sparse seq index of one segment: a disposable cache of (seq, offset) points.
+
+Strategy and invariants
+- An entry is recorded for a frame when it starts at least ``interval`` bytes after the last
+  indexed point (the segment header's end counts as the first point, for the base seq). So a
+  seek lands at most one interval (plus one frame) before the frame it wants.
+- The index file is a cache: it is never fsynced, it is validated when loaded (strictly
+  increasing seqs and offsets, inside the segment), and whatever does not validate is dropped
+  and rebuilt from the segment. The segment is the only source of truth.
+- Entries live in two parallel lists so a lookup is one ``bisect``.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+
+from .codec import SEGMENT_HEADER_SIZE, decode_index, encode_index_entry
+
+__all__ = ["SparseIndex"]
+
+
+class SparseIndex:
+    """In-memory form of a segment's sparse index."""
+
+    __slots__ = ("base_seq", "interval", "last_offset", "offsets", "seqs")
+
+    def __init__(self, base_seq: int, interval: int) -> None:
+        self.base_seq = base_seq
+        self.interval = interval
+        self.seqs: list[int] = []
+        self.offsets: list[int] = []
+        self.last_offset = SEGMENT_HEADER_SIZE
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, base_seq: int, interval: int, segment_size: int
+    ) -> tuple[SparseIndex, int]:
+        """Load entries from an index file's bytes; returns the index and its valid length."""
+        index = cls(base_seq, interval)
+        seqs, offsets, valid = decode_index(data, base_seq, segment_size)
+        index.seqs = seqs
+        index.offsets = offsets
+        if offsets:
+            index.last_offset = offsets[-1]
+        return index, valid
+
+    def floor(self, seq: int) -> tuple[int, int]:
+        """The indexed point at or before ``seq``: ``(seq_at_point, offset)``."""
+        i = bisect_right(self.seqs, seq)
+        if i == 0:
+            return self.base_seq, SEGMENT_HEADER_SIZE
+        return self.seqs[i - 1], self.offsets[i - 1]
+
+    def observe(self, seq: int, offset: int) -> bytes | None:
+        """Note a frame written at ``offset``; returns the entry to persist, if one is due."""
+        if offset - self.last_offset < self.interval:
+            return None
+        self.seqs.append(seq)
+        self.offsets.append(offset)
+        self.last_offset = offset
+        return encode_index_entry(seq, offset)
+
+    def truncate(self, end: int) -> None:
+        """Forget entries for frames at or past ``end`` (after the segment was cut there)."""
+        i = bisect_right(self.offsets, end - 1)
+        del self.seqs[i:]
+        del self.offsets[i:]
+        self.last_offset = self.offsets[-1] if self.offsets else SEGMENT_HEADER_SIZE
+
+    def drop_last(self) -> None:
+        """Forget the last entry (it failed verification)."""
+        self.seqs.pop()
+        self.offsets.pop()
+        self.last_offset = self.offsets[-1] if self.offsets else SEGMENT_HEADER_SIZE
+
+    def to_bytes(self) -> bytes:
+        """Encode every entry, for rewriting the index file."""
+        return b"".join(encode_index_entry(s, o) for s, o in zip(self.seqs, self.offsets, strict=True))
+
+    def __len__(self) -> int:
+        return len(self.seqs)

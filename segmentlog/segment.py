@@ -1,0 +1,345 @@
+"""One segment file: create it safely, append frames to it, read and scan it.
+
+Strategy and invariants
+- A ``Segment`` owns one file and one end offset; it knows nothing of directories, runs or
+  policies (the log decides when to sync, roll or truncate).
+- A segment is created as ``<name>.tmp`` holding only its header, fsynced, renamed into place,
+  and the directory fsynced: a segment file that exists under its final name always had a
+  complete header written first.
+- ``append`` writes a buffer of whole frames with as many ``write`` calls as the kernel needs;
+  on any error it truncates the file back to where it was, so no half frame stays behind, and
+  re-raises. The log then fails stop.
+- ``scan`` walks frames from a known-good offset, verifying checksums and seq continuity, and
+  describes what it found (``ScanResult``) without deciding what to do about damage; the
+  recovery module decides. ``find_frames_after`` resynchronises past damage by searching for
+  the frame magic and accepting only frames whose checksum verifies.
+- Reads go through ``pread`` on descriptors the caller supplies, so readers never disturb the
+  writer's file position.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from ._fs import FileSystem
+from .codec import (
+    FRAME_HEADER,
+    FRAME_HEADER_SIZE,
+    FRAME_MAGIC,
+    MAX_SEGMENT_OFFSET,
+    SEGMENT_HEADER_SIZE,
+    FramedRecord,
+    HeaderCorruption,
+    NeedData,
+    SegmentHeader,
+    decode_segment_header,
+    encode_segment_header,
+    read_frame,
+)
+from .index import SparseIndex
+
+__all__ = [
+    "Damage",
+    "ScanResult",
+    "Segment",
+    "find_frames_after",
+    "index_name",
+    "scan",
+    "segment_name",
+]
+
+SEGMENT_SUFFIX = ".seg"
+INDEX_SUFFIX = ".idx"
+TMP_SUFFIX = ".tmp"
+
+
+def segment_name(base_seq: int) -> str:
+    """File name of the segment whose first seq is ``base_seq``."""
+    return f"{base_seq:020d}{SEGMENT_SUFFIX}"
+
+
+def index_name(base_seq: int) -> str:
+    """File name of the sparse index beside segment ``base_seq``."""
+    return f"{base_seq:020d}{INDEX_SUFFIX}"
+
+
+def parse_segment_name(name: str) -> int | None:
+    """The base seq a segment file name stands for, or None for any other name."""
+    if len(name) != 20 + len(SEGMENT_SUFFIX) or not name.endswith(SEGMENT_SUFFIX):
+        return None
+    digits = name[:20]
+    if not digits.isdigit() or not digits.isascii():
+        return None
+    base = int(digits)
+    return base if base >= 1 else None
+
+
+@dataclass
+class Damage:
+    """Bytes at ``offset`` that do not form the expected frame."""
+
+    offset: int
+    reason: str
+    #: True when the bytes simply end inside a frame (a short frame at end of file).
+    short: bool
+    #: The seq the damaged frame's header claims, when it could be read.
+    claimed_seq: int | None = None
+
+
+@dataclass
+class ScanResult:
+    """What a forward walk over a segment's frames found."""
+
+    #: Offset after the last frame that verified and continued the seq chain.
+    end: int
+    #: Seq of that frame (``start_seq - 1`` if none verified).
+    last_seq: int
+    #: Offset where a trailing unfinished batch begins (== ``end`` when the last batch is whole).
+    batch_start: int
+    #: Last seq before that unfinished batch.
+    batch_start_seq: int
+    #: Payload of the last complete (batch-finished) frame, for session id and terminal state.
+    last_payload: bytes | None
+    #: Index points (seq, offset) due for frames walked (per the index interval).
+    index_points: list[tuple[int, int]] = field(default_factory=list)
+    #: The first damage met, or None when the walk reached the end cleanly.
+    damage: Damage | None = None
+    #: Frames walked (for statistics).
+    frames: int = 0
+
+
+class Segment:
+    """A segment file of one run: its name, extent, descriptors and sparse index."""
+
+    __slots__ = (
+        "base_seq",
+        "dir",
+        "fd",
+        "index",
+        "index_fd",
+        "last_seq",
+        "path",
+        "size",
+        "synced",
+    )
+
+    def __init__(self, directory: str, base_seq: int, index: SparseIndex) -> None:
+        self.dir = directory
+        self.base_seq = base_seq
+        self.path = f"{directory}/{segment_name(base_seq)}"
+        self.size = SEGMENT_HEADER_SIZE
+        self.last_seq = base_seq - 1
+        self.synced = SEGMENT_HEADER_SIZE
+        self.fd: int | None = None
+        self.index_fd: int | None = None
+        self.index = index
+
+    @property
+    def index_path(self) -> str:
+        """Path of this segment's sparse index file."""
+        return f"{self.dir}/{index_name(self.base_seq)}"
+
+    @property
+    def frames(self) -> int:
+        """Number of frames in the segment."""
+        return self.last_seq - self.base_seq + 1
+
+    # --- creation ------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        fs: FileSystem,
+        directory: str,
+        run_id: uuid.UUID,
+        base_seq: int,
+        index: SparseIndex,
+        durable: bool,
+    ) -> Segment:
+        """Create a new, empty segment file safely (tmp, header, fsync, rename, dir fsync).
+
+        With ``durable=False`` (fsync policy ``never``) the fsyncs are skipped.
+        """
+        seg = cls(directory, base_seq, index)
+        tmp = seg.path + TMP_SUFFIX
+        fd = fs.create_new(tmp)
+        try:
+            header = encode_segment_header(run_id, base_seq)
+            written = 0
+            while written < len(header):
+                written += fs.write(fd, header[written:])
+            if durable:
+                fs.fdatasync(fd)
+            fs.close(fd)
+            fd = -1
+            fs.rename(tmp, seg.path)
+            if durable:
+                fs.fsync_dir(directory)
+        except BaseException:
+            if fd >= 0:
+                fs.close(fd)
+            fs.remove_quietly(tmp)
+            raise
+        seg.synced = SEGMENT_HEADER_SIZE if durable else 0
+        return seg
+
+    # --- descriptors ---------------------------------------------------------------------
+
+    def open_writer(self, fs: FileSystem) -> None:
+        """Open the segment and its index for appending (no-op when already open)."""
+        if self.fd is None:
+            self.fd = fs.open_append(self.path)
+        if self.index_fd is None:
+            self.index_fd = fs.open_append(self.index_path, create=True)
+
+    def close(self, fs: FileSystem) -> None:
+        """Close the writer descriptors, if open."""
+        fd, ifd = self.fd, self.index_fd
+        self.fd = self.index_fd = None
+        if fd is not None:
+            fs.close(fd)
+        if ifd is not None:
+            fs.close(ifd)
+
+    # --- writing -------------------------------------------------------------------------
+
+    def append(self, fs: FileSystem, data: bytes | bytearray, last_seq: int) -> None:
+        """Write whole frames at the end; on error cut the file back and re-raise."""
+        fd = self.fd
+        assert fd is not None, "open_writer first"
+        start = self.size
+        written = 0
+        try:
+            with memoryview(data) as view:
+                while written < len(view):
+                    written += fs.write(fd, view[written:])
+        except BaseException:
+            if written:
+                try:
+                    fs.truncate(fd, start)
+                except OSError:
+                    pass  # recovery will cut the torn tail on reopen
+            raise
+        self.size = start + written
+        self.last_seq = last_seq
+
+    def write_index(self, fs: FileSystem, entries: bytes) -> None:
+        """Append encoded index entries (a cache: errors here are not fatal to data)."""
+        if self.index_fd is not None and entries:
+            fs.write(self.index_fd, entries)
+
+    def room_for(self, nbytes: int, segment_bytes: int) -> bool:
+        """True if ``nbytes`` more fit (an empty segment always takes one record)."""
+        if self.last_seq < self.base_seq:
+            return self.size + nbytes <= MAX_SEGMENT_OFFSET
+        return self.size + nbytes <= segment_bytes
+
+    def cut(self, fs: FileSystem, fd: int, end: int) -> None:
+        """Truncate the segment file to ``end`` and forget index entries past it."""
+        fs.truncate(fd, end)
+        self.size = end
+        self.index.truncate(end)
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def read_header(fs: FileSystem, fd: int) -> SegmentHeader | HeaderCorruption | None:
+    """Read and decode the header; None when the file is shorter than a header."""
+    data = fs.pread(fd, SEGMENT_HEADER_SIZE, 0)
+    result = decode_segment_header(data)
+    if isinstance(result, NeedData):
+        return None
+    return result
+
+
+def scan(
+    buf: bytes,
+    base_offset: int,
+    start_seq: int,
+    max_record_bytes: int,
+    index: SparseIndex | None = None,
+) -> ScanResult:
+    """Walk frames in ``buf`` (which holds the file from ``base_offset`` to its end).
+
+    Each frame must verify and carry the next seq (``start_seq`` first). Stops at the end or
+    at the first damage. With ``index`` given, also computes the index points that are due
+    (without changing the index).
+    """
+    pos = 0
+    seq = start_seq - 1
+    batch_start = base_offset
+    batch_start_seq = seq
+    last_payload: bytes | None = None
+    points: list[tuple[int, int]] = []
+    last_point = index.last_offset if index is not None else 0
+    interval = index.interval if index is not None else 0
+    frames = 0
+    damage: Damage | None = None
+    n = len(buf)
+    while pos < n:
+        record = read_frame(buf, pos, max_record_bytes)
+        if isinstance(record, FramedRecord):
+            if record.seq != seq + 1:
+                damage = Damage(
+                    base_offset + pos,
+                    f"seq {record.seq} where {seq + 1} was expected",
+                    short=False,
+                    claimed_seq=record.seq,
+                )
+                break
+            seq = record.seq
+            frames += 1
+            offset = base_offset + pos
+            if index is not None and offset - last_point >= interval:
+                points.append((seq, offset))
+                last_point = offset
+            pos = record.end
+            if not record.continued:
+                batch_start = base_offset + pos
+                batch_start_seq = seq
+                last_payload = bytes(record.payload)
+            continue
+        if isinstance(record, NeedData):
+            claimed = None
+            if n - pos >= FRAME_HEADER_SIZE:
+                claimed = FRAME_HEADER.unpack_from(buf, pos)[3]
+            damage = Damage(base_offset + pos, "frame cut short at end of file", True, claimed)
+        else:
+            damage = Damage(base_offset + record.offset, record.reason, False, record.seq)
+        break
+    return ScanResult(
+        end=base_offset + pos,
+        last_seq=seq,
+        batch_start=batch_start,
+        batch_start_seq=batch_start_seq,
+        last_payload=last_payload,
+        index_points=points,
+        damage=damage,
+        frames=frames,
+    )
+
+
+def find_frames_after(
+    buf: bytes, base_offset: int, after: int, min_seq: int, max_record_bytes: int
+) -> list[FramedRecord]:
+    """Every verifying frame that starts after absolute offset ``after``, with seq >= min_seq.
+
+    Resynchronises by searching for the frame magic, so it finds frames behind damage whose
+    length field is unreadable. Offsets in the result are absolute.
+    """
+    found: list[FramedRecord] = []
+    pos = buf.find(FRAME_MAGIC, after - base_offset + 1)
+    while pos != -1:
+        record = read_frame(buf, pos, max_record_bytes)
+        if isinstance(record, FramedRecord) and record.seq >= min_seq:
+            found.append(
+                record._replace(
+                    offset=base_offset + record.offset, end=base_offset + record.end, payload=b""
+                )
+            )
+            pos = buf.find(FRAME_MAGIC, record.end)
+        else:
+            pos = buf.find(FRAME_MAGIC, pos + 1)
+    return found
