@@ -1,0 +1,26 @@
+#!/bin/sh
+# Run segmentlog's whole test suite on a Debian machine, installing what it needs first:
+# the venv module (python3-venv) and PostgreSQL 15 (for the Postgres backend's tests) when
+# they are missing, then the package with its test extras into ./.venv.
+# Extra arguments go to pytest (e.g. `sh scripts/test.sh -x tests/unit`).
+set -eu
+cd "$(dirname "$0")/.."
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+apt_install() {
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    apt_install python3-venv
+fi
+if [ -z "${SEGMENTLOG_PG_DSN:-}" ] && [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+    apt_install postgresql-15
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,postgres,dev]'
+exec .venv/bin/python -m pytest "$@"
