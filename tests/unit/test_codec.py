@@ -146,7 +146,7 @@ def envelope(event: Any, seq: int = 1, session_id: uuid.UUID | None = SESSION) -
         run_id=event.run_id,
         session_id=session_id,
         event=event,
-        emitted_at=WHEN + timedelta(microseconds=seq),
+        emitted_at=WHEN + timedelta(microseconds=seq % 1_000_000),
     )
 
 
@@ -551,36 +551,30 @@ def test_out_of_range_integer_raises_invalid_event_error_and_leaves_the_buffer_u
     assert bytes(buf) == b"before"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codec bug: FrameEncoder.encode does not range-check durable; a mark above "
-    "MAX_SEGMENT_OFFSET silently sets the CONTINUED bit, one above u32 raises struct.error "
-    "after the payload was appended",
-)
 @pytest.mark.parametrize("durable", [MAX_SEGMENT_OFFSET + 1, 2**32, -1])
 def test_durable_mark_outside_31_bits_is_refused_and_leaves_the_buffer_unchanged(
     durable: int,
 ) -> None:
+    # Above 31 bits the mark would spill into the CONTINUED bit and read back as a batch.
     buf = bytearray(b"before")
-    try:
-        with pytest.raises(ValueError, match="durable"):
-            FrameEncoder().encode(buf, envelope(VARIANTS[0]), durable)
-    finally:
-        assert bytes(buf) == b"before"
+    with pytest.raises(ValueError, match="durable mark"):
+        FrameEncoder().encode(buf, envelope(VARIANTS[0]), durable)
+    assert bytes(buf) == b"before"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="codec bug: a seq outside u64 raises struct.error after the payload was appended",
-)
-@pytest.mark.parametrize("seq", [2**64, -1])
-def test_seq_outside_u64_is_refused_and_leaves_the_buffer_unchanged(seq: int) -> None:
+@pytest.mark.parametrize("seq", [2**64, 0, -1])
+def test_seq_outside_1_to_u64_is_refused_and_leaves_the_buffer_unchanged(seq: int) -> None:
     buf = bytearray(b"before")
-    try:
-        with pytest.raises(ValueError, match="seq"):
-            FrameEncoder().encode(buf, envelope(VARIANTS[0], seq=seq), 0)
-    finally:
-        assert bytes(buf) == b"before"
+    with pytest.raises(ValueError, match=f"seq {seq} outside"):
+        FrameEncoder().encode(buf, envelope(VARIANTS[0], seq=seq), 0)
+    assert bytes(buf) == b"before"
+
+
+def test_largest_seq_and_durable_mark_round_trip() -> None:
+    data = frame_of(envelope(VARIANTS[0], seq=2**64 - 1), durable=MAX_SEGMENT_OFFSET)
+    record = read_frame(data, 0, DEFAULT_MAX_RECORD_BYTES)
+    assert isinstance(record, FramedRecord)
+    assert (record.seq, record.durable, record.continued) == (2**64 - 1, MAX_SEGMENT_OFFSET, False)
 
 
 # --- FrameDecoder -----------------------------------------------------------------------
@@ -765,6 +759,31 @@ def test_envelope_codec_refuses_a_foreign_object_and_a_bad_run_id() -> None:
         CODEC.run_id_of({"run_id": RUN})
     with pytest.raises(InvalidEventError, match=r"run_id must be a uuid\.UUID, got str"):
         CODEC.run_id_of(TextDelta(run_id=str(RUN), delta="x"))  # type: ignore[arg-type]
+
+
+def test_envelope_codec_check_accepts_every_variant() -> None:
+    for i, event in enumerate(VARIANTS):
+        CODEC.check(envelope(event, seq=i + 1))
+
+
+def test_envelope_codec_check_refuses_a_field_of_the_wrong_type() -> None:
+    event = ContextBuilt(run_id=RUN, timestamp=WHEN, message_count="3")  # type: ignore[arg-type]
+    with pytest.raises(InvalidEventError, match="ContextBuilt has a field of the wrong type"):
+        CODEC.check(envelope(event))
+
+
+def test_envelope_codec_check_refuses_a_value_that_does_not_round_trip() -> None:
+    event = ToolCallCompleted(
+        run_id=RUN, timestamp=WHEN, call=ToolCall(id="c", name="n", arguments={"s": (1, 2)})
+    )
+    with pytest.raises(InvalidEventError, match="does not survive encoding unchanged"):
+        CODEC.check(envelope(event))
+
+
+def test_envelope_codec_check_refuses_an_unencodable_value() -> None:
+    event = TextDelta(run_id=RUN, timestamp=WHEN, delta=object())  # type: ignore[arg-type]
+    with pytest.raises(InvalidEventError, match="could not be encoded"):
+        CODEC.check(envelope(event))
 
 
 def test_envelope_codec_decodes_many_in_order() -> None:
