@@ -17,7 +17,7 @@ import fcntl
 import os
 import shutil
 
-__all__ = ["FileSystem", "OS_FS"]
+__all__ = ["OS_FS", "FileSystem"]
 
 
 class FileSystem:

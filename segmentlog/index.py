@@ -75,7 +75,9 @@ class SparseIndex:
 
     def to_bytes(self) -> bytes:
         """Encode every entry, for rewriting the index file."""
-        return b"".join(encode_index_entry(s, o) for s, o in zip(self.seqs, self.offsets, strict=True))
+        return b"".join(
+            encode_index_entry(s, o) for s, o in zip(self.seqs, self.offsets, strict=True)
+        )
 
     def __len__(self) -> int:
         return len(self.seqs)

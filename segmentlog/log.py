@@ -24,6 +24,8 @@ Strategy and invariants
 from __future__ import annotations
 
 import builtins
+import contextlib
+import itertools
 import json
 import os.path
 import struct
@@ -243,10 +245,13 @@ def list_run_ids(fs: FileSystem, path: str) -> list[uuid.UUID]:
 
 
 def _init_directory(fs: FileSystem, path: str) -> None:
-    """Make ``path`` a segmentlog directory (it is missing or empty)."""
+    """Make ``path`` a segmentlog directory (it is missing or empty).
+
+    The marker is written first (tmp, fsync, rename), so a crash part-way leaves either an
+    empty directory, one holding only ``SEGMENTLOG.tmp`` (both still count as empty), or a
+    complete marker; ``runs/`` and ``trash/`` are (re)created by every writable open.
+    """
     fs.makedirs(path)
-    for sub in (RUNS, TRASH):
-        fs.makedirs(f"{path}/{sub}")
     tmp = f"{path}/{MARKER}.tmp"
     fd = fs.create_new(tmp)
     try:
@@ -259,6 +264,13 @@ def _init_directory(fs: FileSystem, path: str) -> None:
     fs.fsync_dir(path)
     parent = os.path.dirname(os.path.abspath(path))
     fs.fsync_dir(parent)
+
+
+def _is_fresh(fs: FileSystem, path: str) -> bool:
+    """True for a missing directory, an empty one, or one left by a crash during creation."""
+    if not fs.exists(path):
+        return True
+    return fs.is_dir(path) and set(fs.listdir(path)) <= {f"{MARKER}.tmp"}
 
 
 def open(
@@ -328,7 +340,7 @@ class SegmentLog(Generic[E]):
         if self._read_only:
             check_directory(fs, path)
             return
-        if not fs.exists(path) or (fs.is_dir(path) and not fs.listdir(path)):
+        if _is_fresh(fs, path):
             _init_directory(fs, path)
         elif not fs.is_dir(path):
             raise NotASegmentLogError(f"{path} is a file, not a directory; choose another path")
@@ -378,8 +390,7 @@ class SegmentLog(Generic[E]):
             raise LogClosedError(f"the log at {self.path} is closed; open it again")
         if self._read_only:
             raise ReadOnlyError(
-                f"the log at {self.path} was opened read_only; open it without read_only "
-                "to write"
+                f"the log at {self.path} was opened read_only; open it without read_only to write"
             )
         if self._failed is not None:
             raise LogFailedError(
@@ -440,10 +451,8 @@ class SegmentLog(Generic[E]):
             run.session_id = env.session_id
             run.terminal = env.is_terminal
         if writable and not run.segments:
-            try:
+            with contextlib.suppress(OSError):
                 fs.rmdir(run.dir)
-            except OSError:
-                pass
         run.loaded = True
 
     def _refresh(self, run: _Run) -> None:
@@ -466,7 +475,9 @@ class SegmentLog(Generic[E]):
                         return
                     if run.last_seq + 1 != base:
                         return
-                    seg = Segment(run.dir, base, SparseIndex(base, self.options.index_interval_bytes))
+                    seg = Segment(
+                        run.dir, base, SparseIndex(base, self.options.index_interval_bytes)
+                    )
                     run.segments.append(seg)
                     run.bases.append(base)
             self._extend_tail(run)
@@ -566,9 +577,7 @@ class SegmentLog(Generic[E]):
             groups.setdefault(self._codec.run_id_of(event), []).append(i)
         out: list[Envelope[E] | None] = [None] * len(events)
         for run_id, positions in groups.items():
-            written = self._append_run(
-                self._get_run(run_id), [events[i] for i in positions], None
-            )
+            written = self._append_run(self._get_run(run_id), [events[i] for i in positions], None)
             for i, env in zip(positions, written, strict=True):
                 out[i] = env
         return out  # type: ignore[return-value]
@@ -673,7 +682,7 @@ class SegmentLog(Generic[E]):
                     f"run {run.id}: import of seq {imported[0].seq} refused; the run's next seq "
                     f"is {expected} (import never creates gaps or overwrites)"
                 )
-            for prev, env in zip(imported, imported[1:], strict=False):
+            for prev, env in itertools.pairwise(imported):
                 if env.seq != prev.seq + 1:
                     raise ValueError(f"run {run.id}: import seqs jump from {prev.seq} to {env.seq}")
             return imported
@@ -724,20 +733,17 @@ class SegmentLog(Generic[E]):
                     entries += entry
                 (length,) = _LENGTH.unpack_from(buf, pos + 12)
                 pos += FRAME_HEADER_SIZE + length
-        try:
+        # The index is a cache: an error writing it costs a longer scan, never data.
+        with contextlib.suppress(OSError):
             seg.write_index(self._fs, entries)
-        except OSError:
-            pass  # the index is a cache; recovery rebuilds what is missing
 
     def _rollback(self, seg: Segment, start: int, last_kept: int) -> None:
         """Cut unacknowledged frames off after an fsync error (best effort)."""
         seg.last_seq = last_kept
         if seg.fd is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             seg.cut(self._fs, seg.fd, start)
-        except OSError:
-            pass
 
     def _create_first_segment(self, run: _Run) -> None:
         fs = self._fs
@@ -847,9 +853,14 @@ class SegmentLog(Generic[E]):
             try:
                 if run.segments:
                     seg = run.segments[-1]
-                    if seg.fd is not None and seg.synced < seg.size and self._policy in (
-                        FsyncPolicy.INTERVAL,
-                        FsyncPolicy.BATCH,
+                    if (
+                        seg.fd is not None
+                        and seg.synced < seg.size
+                        and self._policy
+                        in (
+                            FsyncPolicy.INTERVAL,
+                            FsyncPolicy.BATCH,
+                        )
                     ):
                         try:
                             self._timer.run(self._fs.fdatasync, seg.fd, seg.path)
@@ -1074,10 +1085,8 @@ class SegmentLog(Generic[E]):
             except OSError as exc:
                 raise self._fail(exc) from exc
             run.reset()
-        try:
+        with contextlib.suppress(OSError):  # emptied at the next open
             fs.rmtree(trash)
-        except OSError:
-            pass  # emptied at the next open
         return True
 
     def retain(
@@ -1149,10 +1158,8 @@ class SegmentLog(Generic[E]):
         if self._flusher is not None:
             self._flusher.stop()
         if self._failed is None and not self._read_only and self._policy is not FsyncPolicy.NEVER:
-            try:
+            with contextlib.suppress(LogFailedError):
                 self.sync()
-            except LogFailedError:
-                pass
         self._closed = True
         with self._appended:
             self._appended.notify_all()
@@ -1165,4 +1172,3 @@ class SegmentLog(Generic[E]):
         if self._lock_fd is not None:
             self._fs.close(self._lock_fd)
             self._lock_fd = None
-

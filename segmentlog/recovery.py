@@ -33,15 +33,14 @@ import msgspec
 
 from ._fs import FileSystem
 from .codec import (
-    NEED_DATA,
     SEGMENT_HEADER_SIZE,
-    EnvelopeCodec,
     FramedRecord,
     HeaderCorruption,
+    SegmentHeader,
+    decode_segment_header,
     read_frame,
 )
 from .errors import CorruptionError
-from .events import AgentEvent
 from .index import SparseIndex
 from .segment import (
     INDEX_SUFFIX,
@@ -315,8 +314,10 @@ def _tail_start(ctx: _Context, seg: Segment, fd: int, size: int) -> tuple[int, i
         if isinstance(rec, FramedRecord) and rec.seq == seq:
             return seq, off, buf
         index.drop_last()
-    return seg.base_seq, SEGMENT_HEADER_SIZE, ctx.fs.pread(
-        fd, size - SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE
+    return (
+        seg.base_seq,
+        SEGMENT_HEADER_SIZE,
+        ctx.fs.pread(fd, size - SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE),
     )
 
 
@@ -324,10 +325,10 @@ def _judge_sealed(
     ctx: _Context, seg: Segment, buf: bytes, start_off: int, result: ScanResult, next_base: int
 ) -> bool:
     expected_last = next_base - 1
-    if result.damage is None and result.last_seq == expected_last:
-        if result.batch_start == result.end:
-            seg.size = result.end
-            return True
+    whole = result.damage is None and result.batch_start == result.end
+    if whole and result.last_seq == expected_last:
+        seg.size = result.end
+        return True
     if result.damage is not None:
         reason = result.damage.reason
         offset = result.damage.offset
@@ -416,7 +417,9 @@ def _cut(
         offset=end,
         bytes_dropped=dropped,
         first_seq=first if (last_dropped is None or last_dropped >= first) and dropped else None,
-        last_seq=last_dropped if dropped and last_dropped is not None and last_dropped >= first else None,
+        last_seq=last_dropped
+        if dropped and last_dropped is not None and last_dropped >= first
+        else None,
     )
     seg.size = end
     seg.last_seq = last_kept
@@ -505,50 +508,65 @@ def verify_segment(
     base_seq: int,
     expected_last: int | None,
     max_record_bytes: int,
-    decode: Callable[[bytes | memoryview], Any] | None = None,
 ) -> tuple[list[Problem], int]:
-    """Check every frame of one segment; returns the problems and the last good seq."""
+    """Check every frame of one segment, resynchronising past damage to find all of it.
+
+    Returns the problems found and the last seq that verified.
+    """
     problems: list[Problem] = []
     data = fs.read_file(path)
-    from .codec import decode_segment_header
-
     header = decode_segment_header(data)
-    if header is NEED_DATA or isinstance(header, HeaderCorruption):
-        reason = "segment header cut short" if header is NEED_DATA else header.reason  # type: ignore[union-attr]
-        problems.append(Problem(run_id=run_id, path=path, offset=0, reason=reason,
-                                first_seq=base_seq, last_seq=expected_last))
-        return problems, base_seq - 1
-    pos = SEGMENT_HEADER_SIZE
-    seq = base_seq - 1
-    while pos < len(data):
-        rec = read_frame(data, pos, max_record_bytes)
-        if isinstance(rec, FramedRecord) and rec.seq == seq + 1:
-            if decode is not None:
-                try:
-                    decode(rec.payload)
-                except msgspec.DecodeError as exc:
-                    problems.append(Problem(run_id=run_id, path=path, offset=pos,
-                                            reason=f"payload does not decode: {exc}",
-                                            first_seq=rec.seq, last_seq=rec.seq))
-            seq = rec.seq
-            pos = rec.end
-            continue
-        reason = "frame cut short at end of file" if rec is NEED_DATA else (
-            rec.reason if not isinstance(rec, FramedRecord) else f"seq {rec.seq} where {seq + 1} expected"  # type: ignore[union-attr]
+    if not isinstance(header, SegmentHeader) or header.base_seq != base_seq:
+        if isinstance(header, HeaderCorruption):
+            reason = header.reason
+        elif isinstance(header, SegmentHeader):
+            reason = "segment header does not match its file name"
+        else:
+            reason = "segment header cut short"
+        problems.append(
+            Problem(
+                run_id=run_id,
+                path=path,
+                offset=0,
+                reason=reason,
+                first_seq=base_seq,
+                last_seq=expected_last,
+            )
         )
-        later = find_frames_after(data, 0, pos, seq + 1, max_record_bytes)
-        last = later[0].seq - 1 if later else expected_last
-        problems.append(Problem(run_id=run_id, path=path, offset=pos, reason=reason,
-                                first_seq=seq + 1, last_seq=last))
+        return problems, base_seq - 1
+    pos, seq = SEGMENT_HEADER_SIZE, base_seq
+    while pos < len(data):
+        result = scan(data[pos:], pos, seq, max_record_bytes)
+        seq = result.last_seq + 1
+        damage = result.damage
+        if damage is None:
+            break
+        later = find_frames_after(data, 0, damage.offset, seq, max_record_bytes)
+        problems.append(
+            Problem(
+                run_id=run_id,
+                path=path,
+                offset=damage.offset,
+                reason=damage.reason,
+                first_seq=seq,
+                last_seq=later[0].seq - 1 if later else expected_last,
+            )
+        )
         if not later:
-            return problems, seq
-        seq = later[0].seq - 1
-        pos = later[0].offset
-    if expected_last is not None and seq < expected_last:
-        problems.append(Problem(run_id=run_id, path=path, offset=len(data),
-                                reason="segment ends early; seqs missing",
-                                first_seq=seq + 1, last_seq=expected_last))
-    return problems, seq
+            return problems, seq - 1
+        pos, seq = later[0].offset, later[0].seq
+    if expected_last is not None and seq - 1 < expected_last:
+        problems.append(
+            Problem(
+                run_id=run_id,
+                path=path,
+                offset=len(data),
+                reason="segment ends early; seqs are missing",
+                first_seq=seq,
+                last_seq=expected_last,
+            )
+        )
+    return problems, seq - 1
 
 
 def verify(
@@ -556,7 +574,6 @@ def verify(
     run_id: uuid.UUID | None = None,
     *,
     fs: FileSystem | None = None,
-    event_type: Any = None,
     max_record_bytes: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[Problem]:
@@ -571,7 +588,6 @@ def verify(
 
     fs = fs or _default_fs()
     check_directory(fs, path)
-    codec: EnvelopeCodec[Any] = EnvelopeCodec(event_type if event_type is not None else AgentEvent)
     limit = max_record_bytes or DEFAULT_MAX_RECORD_BYTES
     problems: list[Problem] = []
     run_ids = [run_id] if run_id is not None else list_run_ids(fs, path)
@@ -583,13 +599,19 @@ def verify(
             raise NotFoundError(rid)
         bases = list_segments(fs, run_dir, writable=False)
         if bases and bases[0] != 1:
-            problems.append(Problem(run_id=rid, path=f"{run_dir}/{bases[0]:020d}.seg", offset=0,
-                                    reason="run does not start at seq 1",
-                                    first_seq=1, last_seq=bases[0] - 1))
+            problems.append(
+                Problem(
+                    run_id=rid,
+                    path=f"{run_dir}/{bases[0]:020d}.seg",
+                    offset=0,
+                    reason="run does not start at seq 1",
+                    first_seq=1,
+                    last_seq=bases[0] - 1,
+                )
+            )
         for i, base in enumerate(bases):
             expected = bases[i + 1] - 1 if i + 1 < len(bases) else None
-            found, _ = verify_segment(fs, rid, f"{run_dir}/{base:020d}.seg", base, expected,
-                                      limit, codec.decode)
+            found, _ = verify_segment(fs, rid, f"{run_dir}/{base:020d}.seg", base, expected, limit)
             problems.extend(found)
         if progress is not None:
             progress(done)

@@ -19,6 +19,7 @@ Strategy and invariants
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from dataclasses import dataclass, field
 
@@ -216,10 +217,8 @@ class Segment:
                     written += fs.write(fd, view[written:])
         except BaseException:
             if written:
-                try:
+                with contextlib.suppress(OSError):  # recovery will cut the torn tail on reopen
                     fs.truncate(fd, start)
-                except OSError:
-                    pass  # recovery will cut the torn tail on reopen
             raise
         self.size = start + written
         self.last_seq = last_seq
