@@ -410,7 +410,9 @@ class EnvelopeCodec(Generic[E]):
             return session
         return None
 
-    def check_payload(self, payload: bytes | memoryview, envelope: Envelope[E]) -> None:
+    def check_payload(
+        self, payload: bytes | bytearray | memoryview, envelope: Envelope[E]
+    ) -> None:
         """Raise ``InvalidEventError`` unless ``payload`` decodes back to ``envelope``'s event.
 
         msgspec does not check field types when a Struct is built, so an event with, say, an

@@ -162,7 +162,9 @@ class _Run:
     """In-memory state of one run. Guarded by ``lock``; ``sync_lock`` serialises fsyncs."""
 
     __slots__ = (
+        "appends",
         "bases",
+        "bytes_written",
         "dir",
         "durable_seq",
         "id",
@@ -189,6 +191,8 @@ class _Run:
         self.session_id: uuid.UUID | None = None
         self.terminal = False
         self.loaded = False
+        self.appends = 0
+        self.bytes_written = 0
 
     def reset(self) -> None:
         self.segments = []
@@ -322,9 +326,6 @@ class SegmentLog(Generic[E]):
         self._closed = False
         self._reports: list[RecoveryReport] = []
         self._runs_recovered = 0
-        self._stats_lock = threading.Lock()
-        self._appends = 0
-        self._bytes_written = 0
         self._appended = threading.Condition()
         self._waiters = 0
         self._lock_fd: int | None = None
@@ -560,9 +561,13 @@ class SegmentLog(Generic[E]):
         ``max_record_bytes``, ``LogFailedError`` after an I/O error (nothing was stored),
         ``ReadOnlyError`` and ``LogClosedError``.
         """
-        self._check_writable()
+        if self._failed is not None or self._closed or self._read_only:
+            self._check_writable()
         run_id = self._codec.run_id_of(event)
-        return self._append_run(self._get_run(run_id), [event], None)[0]
+        run = self._runs.get(run_id)
+        if run is None or not run.loaded:
+            run = self._get_run(run_id)
+        return self._append_run(run, [event], None)[0]
 
     def append_batch(self, events: Sequence[E]) -> list[Envelope[E]]:
         """Append several events; atomic per run (all or none), one fsync per run.
@@ -617,7 +622,6 @@ class SegmentLog(Generic[E]):
         self, run: _Run, events: list[E], imported: list[Envelope[E]] | None
     ) -> list[Envelope[E]]:
         policy = self._policy
-        fs = self._fs
         with run.lock:
             if self._failed is not None or self._closed:
                 self._check_writable()
@@ -626,66 +630,60 @@ class SegmentLog(Generic[E]):
             seg = run.segments[-1]
             if seg.fd is None:
                 self._open_writer(run, seg)
-            envelopes = self._make_envelopes(run, events, imported)
+            if imported is None:
+                envelopes = self._make_envelopes(run, events)
+            else:
+                envelopes = self._check_import(run, imported)
             buf = self._encode(seg, envelopes, policy)
             if not seg.room_for(len(buf), self.options.segment_bytes):
                 seg = self._roll(run)
                 buf = self._encode(seg, envelopes, policy)
             start = seg.size
-            last = envelopes[-1].seq
+            tail = envelopes[-1]
+            last = tail.seq
             try:
-                seg.append(fs, buf, last)
+                seg.append(self._fs, buf, last)
             except OSError as exc:
                 raise self._fail(exc) from exc
-            self._index_frames(seg, start, buf, envelopes)
+            if seg.size - seg.index.last_offset >= seg.index.interval:
+                self._index_frames(seg, start, buf, envelopes)
             if policy is FsyncPolicy.ALWAYS:
                 try:
-                    self._timer.run(fs.fdatasync, seg.fd, seg.path)  # type: ignore[arg-type]
+                    self._timer.run(self._fs.fdatasync, seg.fd, seg.path)  # type: ignore[arg-type]
                 except OSError as exc:
                     self._rollback(seg, start, run.last_seq)
                     raise self._fail(exc) from exc
                 seg.synced = seg.size
                 run.durable_seq = last
             run.last_seq = last
-            if imported is None:
-                started = None
-                for ev in events:
-                    s = self._codec.session_of(ev)
-                    if s is not None:
-                        started = s
-                if started is not None:
-                    run.session_id = started
-            else:
-                run.session_id = envelopes[-1].session_id
-            run.terminal = envelopes[-1].is_terminal
+            run.session_id = tail.session_id
+            run.terminal = getattr(type(tail.event), "terminal", False)
+            run.appends += len(envelopes)
+            run.bytes_written += len(buf)
             if policy is not FsyncPolicy.BATCH:
                 run.visible_seq = last
-            if policy is FsyncPolicy.INTERVAL:
-                self._dirty.add(run)
+                if policy is FsyncPolicy.INTERVAL:
+                    self._dirty.add(run)
         if policy is FsyncPolicy.BATCH:
             self._sync_run(run, last)
-        with self._stats_lock:
-            self._appends += len(envelopes)
-            self._bytes_written += len(buf)
         if self._waiters:
             with self._appended:
                 self._appended.notify_all()
         return envelopes
 
-    def _make_envelopes(
-        self, run: _Run, events: list[E], imported: list[Envelope[E]] | None
-    ) -> list[Envelope[E]]:
-        if imported is not None:
-            expected = run.last_seq + 1
-            if imported[0].seq != expected:
-                raise ValueError(
-                    f"run {run.id}: import of seq {imported[0].seq} refused; the run's next seq "
-                    f"is {expected} (import never creates gaps or overwrites)"
-                )
-            for prev, env in itertools.pairwise(imported):
-                if env.seq != prev.seq + 1:
-                    raise ValueError(f"run {run.id}: import seqs jump from {prev.seq} to {env.seq}")
-            return imported
+    def _check_import(self, run: _Run, imported: list[Envelope[E]]) -> list[Envelope[E]]:
+        expected = run.last_seq + 1
+        if imported[0].seq != expected:
+            raise ValueError(
+                f"run {run.id}: import of seq {imported[0].seq} refused; the run's next seq "
+                f"is {expected} (import never creates gaps or overwrites)"
+            )
+        for prev, env in itertools.pairwise(imported):
+            if env.seq != prev.seq + 1:
+                raise ValueError(f"run {run.id}: import seqs jump from {prev.seq} to {env.seq}")
+        return imported
+
+    def _make_envelopes(self, run: _Run, events: list[E]) -> list[Envelope[E]]:
         seq = run.last_seq
         session = run.session_id
         run_id = run.id
@@ -700,8 +698,7 @@ class SegmentLog(Generic[E]):
         return out
 
     def _encode(self, seg: Segment, envelopes: list[Envelope[E]], policy: FsyncPolicy) -> bytearray:
-        durable = seg.size if policy is FsyncPolicy.ALWAYS else seg.synced
-        durable = min(durable, MAX_SEGMENT_OFFSET)
+        durable = min(seg.size if policy is FsyncPolicy.ALWAYS else seg.synced, MAX_SEGMENT_OFFSET)
         buf = bytearray()
         encode = self._encoder.encode
         check = self._codec.check_payload if self.options.validate_events else None
@@ -710,29 +707,21 @@ class SegmentLog(Generic[E]):
             start = len(buf)
             size = encode(buf, env, durable, i < last)
             if check is not None:
-                with memoryview(buf) as view:
-                    check(view[start + FRAME_HEADER_SIZE : start + size], env)
+                check(buf[start + FRAME_HEADER_SIZE : start + size], env)
         return buf
 
     def _index_frames(
         self, seg: Segment, start: int, buf: bytearray, envelopes: list[Envelope[E]]
     ) -> None:
         index = seg.index
-        end = start + len(buf)
-        if end - index.last_offset < index.interval:
-            return
         entries = b""
-        if len(envelopes) == 1:
-            entry = index.observe(envelopes[0].seq, start)
-            entries = entry or b""
-        else:
-            pos = 0
-            for env in envelopes:
-                entry = index.observe(env.seq, start + pos)
-                if entry:
-                    entries += entry
-                (length,) = _LENGTH.unpack_from(buf, pos + 12)
-                pos += FRAME_HEADER_SIZE + length
+        pos = 0
+        for env in envelopes:
+            entry = index.observe(env.seq, start + pos)
+            if entry:
+                entries += entry
+            (length,) = _LENGTH.unpack_from(buf, pos + 12)
+            pos += FRAME_HEADER_SIZE + length
         # The index is a cache: an error writing it costs a longer scan, never data.
         with contextlib.suppress(OSError):
             seg.write_index(self._fs, entries)
@@ -1140,9 +1129,10 @@ class SegmentLog(Generic[E]):
                 for r in self._lru.values()
                 for s in r.segments[-1:]
             )
+        runs = builtins.list(self._runs.values())
         return LogStats(
-            appends=self._appends,
-            bytes_written=self._bytes_written,
+            appends=sum(r.appends for r in runs),
+            bytes_written=sum(r.bytes_written for r in runs),
             fsyncs=self._timer.count,
             fsync_p50_us=self._timer.percentile_us(0.5),
             fsync_p99_us=self._timer.percentile_us(0.99),

@@ -212,12 +212,14 @@ class Segment:
         start = self.size
         written = 0
         try:
-            with memoryview(data) as view:
-                while written < len(view):
-                    written += fs.write(fd, view[written:])
+            written = fs.write(fd, data)
+            if written != len(data):
+                with memoryview(data) as view:
+                    while written < len(view):
+                        written += fs.write(fd, view[written:])
         except BaseException:
             if written:
-                with contextlib.suppress(OSError):  # recovery will cut the torn tail on reopen
+                with contextlib.suppress(OSError):  # recovery cuts a torn tail on reopen
                     fs.truncate(fd, start)
             raise
         self.size = start + written
