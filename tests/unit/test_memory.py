@@ -1,0 +1,146 @@
+"""Tests for segmentlog.memory: what MemoryEventStore and FailingEventStore add to the contract.
+
+The contract itself (seqs, paging, sessions, batches, invalid events) is covered for every
+backend by ``tests/conformance``; this module checks the memory stores' own surface.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from segmentlog import (
+    AppendError,
+    FailingEventStore,
+    InvalidEventError,
+    MemoryEventStore,
+    NotFoundError,
+    RunStarted,
+)
+from tests.conformance.events_factory import all_variants, text_delta
+
+# --- MemoryEventStore ----------------------------------------------------------------------
+
+
+def test_new_store_has_no_runs() -> None:
+    store: MemoryEventStore[Any] = MemoryEventStore()
+    assert store.runs() == []
+    assert store.last_seq(uuid.uuid4()) is None
+
+
+def test_runs_lists_every_run_with_events_in_first_append_order() -> None:
+    store: MemoryEventStore[Any] = MemoryEventStore()
+    a, b, c = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    store.append(text_delta(b))
+    store.append_batch([text_delta(a), text_delta(b), text_delta(c)])
+    store.append(text_delta(a))
+    assert store.runs() == [b, a, c]
+
+
+def test_last_seq_follows_appends_and_batches() -> None:
+    store: MemoryEventStore[Any] = MemoryEventStore()
+    a, b = uuid.uuid4(), uuid.uuid4()
+    store.append(text_delta(a))
+    assert store.last_seq(a) == 1
+    store.append_batch([text_delta(a), text_delta(b), text_delta(a)])
+    assert store.last_seq(a) == 3
+    assert store.last_seq(b) == 1
+
+
+def test_refused_batch_changes_neither_runs_nor_last_seq() -> None:
+    store: MemoryEventStore[Any] = MemoryEventStore()
+    a, b = uuid.uuid4(), uuid.uuid4()
+    store.append(text_delta(a))
+    with pytest.raises(InvalidEventError):
+        store.append_batch([text_delta(a), text_delta(b), "not an event"])
+    assert store.runs() == [a]
+    assert store.last_seq(a) == 1
+    assert store.last_seq(b) is None
+
+
+def test_refused_run_started_in_a_batch_does_not_change_the_session() -> None:
+    store: MemoryEventStore[Any] = MemoryEventStore()
+    run_id, first, second = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    store.append(RunStarted(run_id=run_id, session_id=first, provider="p", model="m"))
+    with pytest.raises(InvalidEventError):
+        store.append_batch(
+            [RunStarted(run_id=run_id, session_id=second, provider="p", model="m"), None]
+        )
+    assert store.append(text_delta(run_id)).session_id == first
+
+
+def test_returned_pages_are_copies_the_caller_may_mutate() -> None:
+    store: MemoryEventStore[Any] = MemoryEventStore()
+    run_id = uuid.uuid4()
+    store.append_batch([text_delta(run_id) for _ in range(3)])
+    page = store.list_after(run_id)
+    page.clear()
+    runs = store.runs()
+    runs.append(uuid.uuid4())
+    assert len(store.list_after(run_id)) == 3
+    assert store.runs() == [run_id]
+
+
+def test_envelope_holds_the_very_event_object_appended() -> None:
+    store: MemoryEventStore[Any] = MemoryEventStore()
+    run_id = uuid.uuid4()
+    event = text_delta(run_id)
+    assert store.append(event).event is event
+    assert store.list_after(run_id)[0].event is event
+
+
+def test_batch_event_ids_increase_in_input_order() -> None:
+    store: MemoryEventStore[Any] = MemoryEventStore()
+    runs = [uuid.uuid4(), uuid.uuid4()]
+    out = store.append_batch([text_delta(runs[i % 2]) for i in range(50)])
+    ids = [e.event_id for e in out]
+    assert ids == sorted(ids)
+
+
+def test_stores_are_independent() -> None:
+    first: MemoryEventStore[Any] = MemoryEventStore()
+    second: MemoryEventStore[Any] = MemoryEventStore()
+    run_id = uuid.uuid4()
+    first.append(text_delta(run_id))
+    with pytest.raises(NotFoundError):
+        second.list_after(run_id)
+    assert second.append(text_delta(run_id)).seq == 1
+
+
+# --- FailingEventStore ---------------------------------------------------------------------
+
+
+def test_failing_store_append_raises_append_error_for_every_variant() -> None:
+    store: FailingEventStore[Any] = FailingEventStore()
+    for event in all_variants(uuid.uuid4(), uuid.uuid4()):
+        with pytest.raises(AppendError) as info:
+            store.append(event)
+        assert not isinstance(info.value, InvalidEventError)
+
+
+def test_failing_store_append_batch_raises_append_error() -> None:
+    store: FailingEventStore[Any] = FailingEventStore()
+    with pytest.raises(AppendError):
+        store.append_batch(all_variants(uuid.uuid4(), uuid.uuid4()))
+    with pytest.raises(AppendError):
+        store.append_batch([])
+
+
+def test_failing_store_list_after_raises_not_found_with_the_run_id() -> None:
+    store: FailingEventStore[Any] = FailingEventStore()
+    run_id = uuid.uuid4()
+    with pytest.raises(NotFoundError) as info:
+        store.list_after(run_id, 3, 10)
+    assert info.value.run_id == run_id
+
+
+def test_failing_store_list_after_still_validates_page_args() -> None:
+    store: FailingEventStore[Any] = FailingEventStore()
+    with pytest.raises(ValueError):
+        store.list_after(uuid.uuid4(), -1)
+    with pytest.raises(ValueError):
+        store.list_after(uuid.uuid4(), None, 0)
+    with pytest.raises(TypeError):
+        store.list_after("not-a-uuid")  # type: ignore[arg-type]
