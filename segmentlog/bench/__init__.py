@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import shutil
 import sys
@@ -26,6 +27,17 @@ from .report import document, format_table, plot, plot_available, write_json
 from .suite import build_suite, run_suite, selected, steps
 
 __all__ = ["main"]
+
+
+class _CountingHandler(logging.Handler):
+    """Counts the engine's log records by level name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.counts[record.levelname] = self.counts.get(record.levelname, 0) + 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         if not groups:
             parser.error(f"--only matched no workload: {' '.join(args.only)}")
         start = time.perf_counter()
+        # The recovery workloads make the engine log repairs on purpose; count them instead
+        # of letting Python's last-resort handler print them through the progress bar.
+        engine_log = logging.getLogger("segmentlog")
+        captured = _CountingHandler()
+        engine_log.addHandler(captured)
         tty = False if args.quiet else None
         with Progress(steps(groups, repeat), "bench", tty=tty, plain=not args.quiet) as progress:
             started = False
@@ -127,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
                 started = True
                 progress.set_status(status)
 
-            results = run_suite(groups, repeat, scratch, fixtures, step)
+            try:
+                results = run_suite(groups, repeat, scratch, fixtures, step)
+            finally:
+                engine_log.removeHandler(captured)
+        results["engine_log_records"] = captured.counts
         doc = document(
             results,
             suite=suite,

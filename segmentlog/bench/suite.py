@@ -171,11 +171,6 @@ def _append_group(z: Sizes) -> Group:
                         target=4.0,
                     ),
                     Contender(
-                        "sqlite_normal",
-                        "sqlite3 sync=NORMAL, 1 commit/append",
-                        lambda d: bl.sqlite_append(d, state["flat"], "NORMAL"),
-                    ),
-                    Contender(
                         "raw",
                         "raw floor: frames, 1 write/64 KiB",
                         lambda d: bl.raw_append(d, state["flat"]),
@@ -319,21 +314,18 @@ def _store_envelopes(
             yield list(stamper.stamp_all(events))
 
 
-def _build_stores(base: str, chunks: Iterable[list[Any]]) -> tuple[str, str, str]:
-    seg_dir = _fresh(os.path.join(base, "segmentlog"))
-    sql_dir = _fresh(os.path.join(base, "sqlite"))
-    raw_dir = _fresh(os.path.join(base, "raw"))
-    seg = sl.SegmentlogBuilder(seg_dir)
-    sql = bl.SqliteBuilder(sql_dir)
-    raw = bl.RawFileBuilder(raw_dir)
+def _build_stores(base: str, chunks: Iterable[list[Any]], *, raw: bool = True) -> None:
+    builders: list[sl.SegmentlogBuilder | bl.SqliteBuilder | bl.RawFileBuilder] = [
+        sl.SegmentlogBuilder(_fresh(os.path.join(base, "segmentlog"))),
+        bl.SqliteBuilder(_fresh(os.path.join(base, "sqlite"))),
+    ]
+    if raw:
+        builders.append(bl.RawFileBuilder(_fresh(os.path.join(base, "raw"))))
     for envelopes in chunks:
-        seg.add(envelopes)
-        sql.add(envelopes)
-        raw.add(envelopes)
-    seg.close()
-    sql.close()
-    raw.close()
-    return seg_dir, sql_dir, raw_dir
+        for b in builders:
+            b.add(envelopes)
+    for b in builders:
+        b.close()
 
 
 def _replay_group(z: Sizes, base: str) -> Group:
@@ -403,8 +395,7 @@ def _seek_group(z: Sizes, base: str) -> Group:
                 yield list(stamper.stamp_all(events))
 
     def prepare() -> None:
-        _build_stores(base, chunks())
-        shutil.rmtree(os.path.join(base, "raw"), ignore_errors=True)
+        _build_stores(base, chunks(), raw=False)
 
     smallest = sizes[0]
     workloads = []

@@ -70,6 +70,8 @@ def test_tiny_suite_writes_json_with_every_workload_and_positive_numbers(
     for b in replay["baselines"]:
         assert b["extra"]["events"] == tiny.replay_events
 
+    assert isinstance(doc["engine_log_records"], dict)
+
     probes = {p["id"]: p for p in doc["memory"]}
     assert {"replay_segmentlog", "replay_sqlite", "replay_raw", "open_runs_segmentlog"} <= set(
         probes
