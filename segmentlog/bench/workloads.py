@@ -5,8 +5,10 @@ Strategy and invariants
   unit its workload names. Opening a log to *write* is inside the timed region only where the
   job includes it (the reopen workloads); closing is always inside it for writers, because a
   non-durable log may still hold bytes in memory until ``close``.
-- Readers open the log read-only before the clock starts, as the SQLite baseline connects
-  before its clock starts.
+- Readers open the log before the clock starts, as the SQLite baseline connects before its
+  clock starts. They open it as the writer process would (not ``read_only``): reads served by
+  the process that appends are the common case, and a read-only opener also rescans the
+  run's directory on every call to see another process's appends.
 - Fixtures (a store to replay, runs to seek in) are written with ``import_envelopes`` from the
   same stamped envelopes the baselines' fixtures get, so all contenders read identical records.
 - ``kill_writer`` runs in a spawned child and dies by SIGKILL with the log open, which is how
@@ -148,7 +150,7 @@ def _read_all(log: Any, limit: int) -> int:
 
 def seg_replay(directory: str, limit: int) -> Sample:
     """Read every event of every run with ``list_after`` paging. Value: events per second."""
-    log = segmentlog.open(_log_path(directory), read_only=True)
+    log = segmentlog.open(_log_path(directory))
     start = time.perf_counter()
     count = _read_all(log, limit)
     elapsed = time.perf_counter() - start
@@ -159,7 +161,7 @@ def seg_replay(directory: str, limit: int) -> Sample:
 def seg_replay_probe(directory: str, limit: int) -> dict[str, float]:
     """Child-process memory probe of ``seg_replay``."""
     before = rss_kib()
-    log = segmentlog.open(_log_path(directory), read_only=True)
+    log = segmentlog.open(_log_path(directory))
     count = _read_all(log, limit)
     log.close()
     return {"rss_before_kib": before, "peak_rss_kib": peak_rss_kib(), "events": count}
@@ -172,7 +174,7 @@ def seg_seek(
 
     Value: p50 in microseconds (p90 and p99 in the extras).
     """
-    log = segmentlog.open(_log_path(directory), read_only=True)
+    log = segmentlog.open(_log_path(directory))
     list_after = log.list_after
     rng = random.Random(seed)
     top = max(1, run_events - limit)
