@@ -321,7 +321,6 @@ class SegmentLog(Generic[E]):
         self._lru: OrderedDict[uuid.UUID, _Run] = OrderedDict()
         self._lru_lock = threading.Lock()
         self._lru_capacity = max(1, options.max_open_files // 2)
-        self._dirty: set[_Run] = set()
         self._failed: BaseException | None = None
         self._closed = False
         self._reports: list[RecoveryReport] = []
@@ -662,8 +661,6 @@ class SegmentLog(Generic[E]):
             run.bytes_written += len(buf)
             if policy is not FsyncPolicy.BATCH:
                 run.visible_seq = last
-                if policy is FsyncPolicy.INTERVAL:
-                    self._dirty.add(run)
         if policy is FsyncPolicy.BATCH:
             self._sync_run(run, last)
         if self._waiters:
@@ -881,14 +878,14 @@ class SegmentLog(Generic[E]):
             self._check_writable()
 
     def _flush_dirty(self) -> None:
-        dirty, self._dirty = self._dirty, set()
-        for run in dirty:
+        """The interval flusher's tick: sync every run with unsynced appends."""
+        for run in builtins.list(self._runs.values()):
             if self._closed or self._failed is not None:
                 return
             if run.segments and run.durable_seq < run.last_seq:
                 try:
                     self._sync_run(run, run.last_seq)
-                except LogFailedError:
+                except (LogFailedError, LogClosedError):
                     return
 
     # --- reading -------------------------------------------------------------------------
@@ -1064,7 +1061,6 @@ class SegmentLog(Generic[E]):
                 seg.close(fs)
             with self._lru_lock:
                 self._lru.pop(run.id, None)
-            self._dirty.discard(run)
             trash = f"{self.path}/{TRASH}/{run_id}.{new_event_id().hex}"
             try:
                 fs.rename(run.dir, trash)

@@ -293,12 +293,16 @@ def _recover_segment(ctx: _Context, seg: Segment, next_base: int | None) -> bool
         if keep is False:
             return False
         seg.last_seq = result.last_seq
-        seg.synced = seg.size
         if result.last_payload is not None:
             ctx.out.last_payload = result.last_payload
         _fix_index(ctx, seg, result, index_state)
-        if next_base is None and ctx.writable and ctx.sync_after_repair:
+        if next_base is not None:
+            seg.synced = seg.size  # sealed segments were fsynced when sealed
+        elif ctx.writable and ctx.sync_after_repair:
             fs.fdatasync(fd)
+            seg.synced = seg.size
+        else:  # under fsync="never" nothing past the header is known to be durable
+            seg.synced = SEGMENT_HEADER_SIZE
         return True
     finally:
         fs.close(fd)
