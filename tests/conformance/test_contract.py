@@ -592,3 +592,32 @@ def test_concurrent_appends_leave_every_run_gapless(store: Any) -> None:
         seqs = [e.seq for e in results[i] if e.run_id == own[i]]
         assert seqs == list(range(1, len(seqs) + 1))
     assert len({e.event_id for e in returned}) == len(returned)
+
+
+def test_concurrent_readers_see_a_gapless_prefix_and_never_half_a_batch(store: Any) -> None:
+    run_id, batch, batches = uuid.uuid4(), 5, 30
+    store.append_batch([text_delta(run_id, "seed") for _ in range(batch)])
+    done = threading.Event()
+    problems: list[str] = []
+
+    def read() -> None:
+        while not done.is_set():
+            seqs = _seqs(store.list_after(run_id, None, 10_000))
+            if seqs != list(range(1, len(seqs) + 1)):
+                problems.append(f"gap or reorder: {seqs[:3]}..{seqs[-3:]}")
+            if len(seqs) % batch:
+                problems.append(f"saw {len(seqs)} events, not a whole number of batches")
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    total = batch * (batches + 1)
+    for t in readers:
+        t.start()
+    try:
+        for i in range(batches):
+            store.append_batch([text_delta(run_id, f"{i}.{j}") for j in range(batch)])
+    finally:
+        done.set()
+        for t in readers:
+            t.join()
+    assert problems == []
+    assert _seqs(store.list_after(run_id, None, 10_000)) == list(range(1, total + 1))
