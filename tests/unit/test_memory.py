@@ -99,6 +99,22 @@ def test_batch_event_ids_increase_in_input_order() -> None:
     assert ids == sorted(ids)
 
 
+def test_bug_append_batch_of_a_generator_stores_every_event_like_segmentlog() -> None:
+    """BUG (segmentlog/memory.py): append_batch iterates ``events`` twice.
+
+    ``run_ids = [...]`` exhausts a generator, then ``zip(events, run_ids, strict=True)`` raises
+    ``ValueError: zip() argument 2 is longer than argument 1``. SegmentLog.append_batch calls
+    ``list(events)`` first and accepts any iterable, so code that works against the engine
+    fails against its in-memory stand-in. Fix: ``events = list(events)`` at the top of
+    ``MemoryEventStore.append_batch``.
+    """
+    store: MemoryEventStore[Any] = MemoryEventStore()
+    run_id = uuid.uuid4()
+    out = store.append_batch(text_delta(run_id, str(i)) for i in range(3))  # type: ignore[arg-type]
+    assert [e.seq for e in out] == [1, 2, 3]
+    assert store.list_after(run_id) == out
+
+
 def test_stores_are_independent() -> None:
     first: MemoryEventStore[Any] = MemoryEventStore()
     second: MemoryEventStore[Any] = MemoryEventStore()
