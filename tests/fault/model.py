@@ -133,6 +133,8 @@ class RunModel:
     deleted: bool = False
     #: True when the deletion is known durable (the run must never come back).
     deletion_durable: bool = False
+    #: A deletion is in flight: the run may be wholly absent, or else must be complete.
+    may_vanish: bool = False
 
 
 class LogModel:
@@ -141,6 +143,22 @@ class LogModel:
     def __init__(self, durable_ack: bool) -> None:
         self.durable_ack = durable_ack
         self.runs: dict[uuid.UUID, RunModel] = {}
+        #: Events of an append that was called but has not returned (per run).
+        self.pending: dict[uuid.UUID, list[Any]] = {}
+
+    def append(self, log: Any, ev: Any) -> Envelope[Any]:
+        """``log.append(ev)``, recording it as in flight until it is acknowledged."""
+        self.pending[ev.run_id] = [ev]
+        env: Envelope[Any] = log.append(ev)
+        self.acknowledged([env])
+        return env
+
+    def append_batch(self, log: Any, events: list[Any]) -> list[Envelope[Any]]:
+        """``log.append_batch(events)`` (one run), recorded as in flight until acknowledged."""
+        self.pending[events[0].run_id] = list(events)
+        envs: list[Envelope[Any]] = log.append_batch(events)
+        self.acknowledged(envs)
+        return envs
 
     def run(self, run_id: uuid.UUID) -> RunModel:
         """The model of a run (created empty on first use)."""
@@ -155,6 +173,7 @@ class LogModel:
         assert [e.seq for e in envelopes] == expected, "acknowledged seqs are not the next seqs"
         model.acked.extend(envelopes)
         model.boundaries.add(len(model.acked))
+        self.pending.pop(envelopes[0].run_id, None)
         if self.durable_ack:
             model.durable = len(model.acked)
 
@@ -169,6 +188,10 @@ class LogModel:
         model.deleted = True
         model.deletion_durable = model.deletion_durable or durable
 
+    def deleting(self, run_id: uuid.UUID) -> None:
+        """``delete_run`` (or ``retain``) was called for ``run_id`` and has not returned."""
+        self.run(run_id).may_vanish = True
+
     def check(self, log: Any, *, power_lost: bool) -> None:
         """Assert the crash contract on a reopened ``log``; then adopt what survived."""
         listed = set(log.runs())
@@ -179,16 +202,25 @@ class LogModel:
             where = f"run {run_id}"
             if model.deleted and model.deletion_durable:
                 assert not got, f"{where}: deleted durably, but {len(got)} events came back"
+            pending = self.pending.pop(run_id, [])
             for i, env in enumerate(got):
-                assert i < len(model.acked), (
-                    f"{where}: seq {env.seq} was never acknowledged (foreign or duplicate record)"
-                )
+                if i >= len(model.acked):
+                    j = i - len(model.acked)
+                    assert j < len(pending) and env.event == pending[j], (
+                        f"{where}: seq {env.seq} was never appended (foreign or duplicate record)"
+                    )
+                    assert env.seq == i + 1, f"{where}: in-flight event got seq {env.seq}"
+                    continue
                 assert same_envelope(env, model.acked[i]), (
                     f"{where}: record {i} is seq {env.seq} {env.event!r}, expected "
                     f"seq {model.acked[i].seq} {model.acked[i].event!r}"
                 )
             kept = len(got)
-            if not model.deleted:
+            if pending:
+                model.boundaries.add(len(model.acked) + len(pending))
+            if model.may_vanish and not model.deleted and kept == 0:
+                model.deleted = True  # the in-flight deletion took effect
+            elif not model.deleted:
                 assert kept in model.boundaries, (
                     f"{where}: recovered {kept} events, which cuts an atomic batch "
                     f"(batch ends at {sorted(model.boundaries)})"
