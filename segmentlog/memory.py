@@ -40,22 +40,23 @@ class MemoryEventStore(Generic[E]):
 
     def append_batch(self, events: Sequence[E]) -> list[Envelope[E]]:
         """Store every event or none; envelopes come back in input order."""
+        events = list(events)
         run_ids = [self._codec.run_id_of(event) for event in events]
         out: list[Envelope[E]] = []
         with self._lock:
             pending: dict[uuid.UUID, list[Envelope[E]]] = {}
-            sessions = dict(self._sessions)
+            started: dict[uuid.UUID, uuid.UUID | None] = {}
             for event, run_id in zip(events, run_ids, strict=True):
-                started = self._codec.session_of(event)
-                if started is not None:
-                    sessions[run_id] = started
+                session = self._codec.session_of(event)
+                if session is not None:
+                    started[run_id] = session
                 stored = self._events.get(run_id, ())
                 queued = pending.setdefault(run_id, [])
                 envelope = Envelope(
                     event_id=new_event_id(),
                     seq=len(stored) + len(queued) + 1,
                     run_id=run_id,
-                    session_id=sessions.get(run_id),
+                    session_id=started.get(run_id, self._sessions.get(run_id)),
                     event=event,
                     emitted_at=utcnow(),
                 )
@@ -64,7 +65,7 @@ class MemoryEventStore(Generic[E]):
                 out.append(envelope)
             for run_id, queued in pending.items():
                 self._events.setdefault(run_id, []).extend(queued)
-            self._sessions = sessions
+            self._sessions.update(started)
         return out
 
     def list_after(
