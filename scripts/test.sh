@@ -20,6 +20,9 @@ fi
 if [ -z "${SEGMENTLOG_PG_DSN:-}" ] && [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
     apt_install postgresql-15
 fi
+if ! command -v jq >/dev/null 2>&1; then  # the README's shell example, run as a test, uses jq
+    apt_install jq
+fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,postgres,dev]'

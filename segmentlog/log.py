@@ -1042,8 +1042,7 @@ class SegmentLog(Generic[E]):
                 if env.is_terminal:
                     return
             if not page:
-                if self._closed:
-                    return
+                self._check_open()
                 self.wait_for(run_id, cursor, poll_interval)
 
     # --- retention -----------------------------------------------------------------------

@@ -1,9 +1,8 @@
-"""The README's examples for the CLI, the asyncio API and subscribe run as written.
+"""The README's examples (usage, CLI, asyncio API, subscribe) run as written.
 
 Every ```python and ```sh block under the headings below is run, in document order, in a
 fresh temporary directory per section: python blocks with this interpreter, sh blocks with
-bash (``set -euo pipefail``) and the console script first on PATH. The same sections live in
-docs/cli-and-aio.md, the source the README's text is pasted from; both are checked.
+bash (``set -euo pipefail``) and the console script first on PATH.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-HEADINGS = ("Command line", "asyncio API", "Live subscribe")
-DOCUMENTS = ("README.md", "docs/cli-and-aio.md")
+HEADINGS = ("Using it", "Command line", "asyncio API", "Live subscribe")
+DOCUMENTS = ("README.md",)
 
 _FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```\s*$", re.M | re.S)
 
@@ -56,8 +55,7 @@ def test_readme_examples_run(document: str, heading: str, tmp_path: Path) -> Non
     assert path.exists(), f"{document} is missing"
     blocks = code_blocks(section(path.read_text(), heading))
     assert any(lang == "python" for lang, _ in blocks), (
-        f"{document} has no ```python example under a '### {heading}' heading; "
-        "paste docs/cli-and-aio.md into the README in place of CLI_AIO_SECTION"
+        f"{document} has no ```python example under a '{heading}' heading"
     )
     if any(lang == "sh" for lang, _ in blocks) and shutil.which("jq") is None:
         pytest.fail("the shell examples pipe into jq; install jq to run them")
