@@ -18,6 +18,9 @@ if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
     apt_install python3-venv
 fi
 if [ -z "${SEGMENTLOG_PG_DSN:-}" ] && [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+    # The tests start their own throwaway cluster; the package need not create one.
+    as_root mkdir -p /etc/postgresql-common
+    echo 'create_main_cluster = false' | as_root tee /etc/postgresql-common/createcluster.conf >/dev/null
     apt_install postgresql-15
 fi
 if ! command -v jq >/dev/null 2>&1; then  # the README's shell example, run as a test, uses jq

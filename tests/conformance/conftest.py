@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import pytest
 
-BACKENDS = ["memory", "segmentlog"]
+BACKENDS = ["memory", "segmentlog", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 class Backend(Protocol):
