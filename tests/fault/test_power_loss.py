@@ -89,7 +89,10 @@ class PowerLossMachine(RuleBasedStateMachine):
         if run_id is None:
             return
         existed = bool(self.model.run(run_id).acked)
-        assert self.log.delete_run(run_id) == existed
+        deleted = self.log.delete_run(run_id)
+        # A run left with no events by a crash may still have a directory; either answer is
+        # fine for it. A run with events must be reported deleted.
+        assert deleted or not existed
         self.retired.add(run_id)
         self.model.deleted(run_id, durable=self.model.durable_ack)
 
@@ -132,7 +135,7 @@ def _abandon(log: Any) -> None:
 def _settings(examples: int) -> settings:
     return settings(
         max_examples=examples * (10 if SOAK else 1),
-        stateful_step_count=40 if SOAK else 25,
+        stateful_step_count=60 if SOAK else 40,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
@@ -155,13 +158,13 @@ class NeverMachine(PowerLossMachine):
 
 
 TestPowerLossUnderAlways = AlwaysMachine.TestCase
-TestPowerLossUnderAlways.settings = _settings(30)
+TestPowerLossUnderAlways.settings = _settings(150)
 TestPowerLossUnderBatch = BatchMachine.TestCase
-TestPowerLossUnderBatch.settings = _settings(25)
+TestPowerLossUnderBatch.settings = _settings(120)
 TestPowerLossUnderInterval = IntervalMachine.TestCase
-TestPowerLossUnderInterval.settings = _settings(25)
+TestPowerLossUnderInterval.settings = _settings(120)
 TestPowerLossUnderNever = NeverMachine.TestCase
-TestPowerLossUnderNever.settings = _settings(25)
+TestPowerLossUnderNever.settings = _settings(120)
 
 
 # --- directed scenarios (clear failure messages for the commonest cases) ----------------------
