@@ -24,7 +24,8 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, settings
+from hypothesis import event as note_event
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -189,9 +190,8 @@ class SegmentLogModel(RuleBasedStateMachine):
 
     def _note_rolls(self) -> None:
         segments = len(glob.glob(os.path.join(self.path, "runs", "*", "*.seg")))
-        event(
-            f"reopened with {'more segments than runs' if segments > len(self.model) else 'no roll'}"
-        )
+        rolled = segments > len(self.model)
+        note_event("reopened with a rolled run" if rolled else "reopened without a roll")
 
     @rule()
     def reopen(self) -> None:
