@@ -19,6 +19,7 @@ from .errors import (
     NotFoundError,
     ReadOnlyError,
     RecordTooLargeError,
+    SchemaMismatchError,
     SegmentLogError,
 )
 from .events import (
@@ -94,6 +95,7 @@ __all__ = [
     "RunFailed",
     "RunInfo",
     "RunStarted",
+    "SchemaMismatchError",
     "SegmentLog",
     "SegmentLogError",
     "Success",

@@ -24,6 +24,7 @@ __all__ = [
     "NotFoundError",
     "ReadOnlyError",
     "RecordTooLargeError",
+    "SchemaMismatchError",
     "SegmentLogError",
 ]
 
@@ -100,6 +101,14 @@ class FormatVersionError(SegmentLogError):
     """Raised by ``open`` when the directory was written by a newer on-disk format version.
 
     Upgrade segmentlog to a version that reads this format.
+    """
+
+
+class SchemaMismatchError(SegmentLogError):
+    """Raised when stored records (which verify) do not decode as the log's ``event_type``.
+
+    The log was written with other event types: open it with the ``event_type`` it was
+    written with.
     """
 
 

@@ -47,14 +47,13 @@ from .codec import (
     FORMAT_VERSION,
     FRAME_HEADER_SIZE,
     MAX_SEGMENT_OFFSET,
-    NEED_DATA,
     SEGMENT_HEADER_SIZE,
     EnvelopeCodec,
-    FramedRecord,
+    FrameCorruption,
     FrameEncoder,
-    read_frame,
+    walk_frames,
 )
-from .durability import FsyncPolicy, FsyncTimer, IntervalFlusher
+from .durability import FsyncPolicy, FsyncTimer, IntervalFlusher, logger
 from .errors import (
     CorruptionError,
     FormatVersionError,
@@ -64,11 +63,12 @@ from .errors import (
     NotASegmentLogError,
     NotFoundError,
     ReadOnlyError,
+    SchemaMismatchError,
 )
 from .events import AgentEvent, Envelope, new_event_id, utcnow
 from .index import SparseIndex
 from .recovery import RecoveryMode, RecoveryReport, list_segments, recover_run
-from .segment import Segment, scan
+from .segment import Segment, scan, segment_name
 from .store import DEFAULT_PAGE_LIMIT, check_page_args
 
 __all__ = ["LogOptions", "LogStats", "RunInfo", "SegmentLog", "open"]
@@ -88,29 +88,36 @@ _LENGTH = struct.Struct("<I")
 class LogOptions:
     """Every option of ``segmentlog.open``; unset fields take these defaults."""
 
-    #: When appends reach stable storage: "always", "batch" (group commit), "interval", "never".
+    #: When appends reach stable storage: "always", "batch" (group commit), "interval",
+    #: "never". Default "batch".
     fsync: FsyncPolicy = FsyncPolicy.BATCH
-    #: Background sync period for ``fsync="interval"``, in milliseconds.
+    #: Background sync period for ``fsync="interval"``, in milliseconds. Default 1000.
     fsync_interval_ms: int = 1000
     #: A segment file rolls over once it would grow past this many bytes (4 KiB .. 1 GiB).
+    #: Default 64 MiB.
     segment_bytes: int = 64 * _MIB
-    #: A sparse index entry is recorded every this many bytes of frames.
+    #: A sparse index entry is recorded every this many bytes of frames. Default 4096.
     index_interval_bytes: int = 4096
     #: Largest encoded envelope accepted by ``append`` (and trusted when reading).
+    #: Default 8 MiB.
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
-    #: Most writer file descriptors held open at once (LRU); two per active run.
+    #: Most writer file descriptors held open at once (LRU); two per active run. Default 256.
     max_open_files: int = 256
     #: What to do with damage: "strict", "tolerate_tail" (torn tails only), "salvage".
+    #: Default "tolerate_tail".
     recovery: RecoveryMode = RecoveryMode.TOLERATE_TAIL
     #: Open for inspection: no lock, no writes, sees what writers have acknowledged.
+    #: Default False.
     read_only: bool = False
     #: The msgspec type of events (a Struct or tagged union whose values have ``run_id``).
+    #: Default ``AgentEvent``.
     event_type: Any = AgentEvent
-    #: fsyncs slower than this many seconds are logged as warnings.
+    #: fsyncs slower than this many seconds are logged as warnings. Default 1.0.
     slow_fsync_seconds: float = 1.0
     #: Decode each record before writing it, so a field of the wrong type (msgspec does not
     #: check types when a Struct is built) is refused instead of poisoning later reads.
     #: Costs about a microsecond per append; turn off only for trusted, typed producers.
+    #: Default True.
     validate_events: bool = True
 
     def __post_init__(self) -> None:
@@ -121,6 +128,14 @@ class LogOptions:
         _check_range("index_interval_bytes", self.index_interval_bytes, 64, 1 << 30)
         _check_range("max_record_bytes", self.max_record_bytes, 64, 256 * _MIB)
         _check_range("max_open_files", self.max_open_files, 2, 1 << 20)
+        for name in ("read_only", "validate_events"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        slow = self.slow_fsync_seconds
+        if isinstance(slow, bool) or not isinstance(slow, int | float):
+            raise TypeError(f"slow_fsync_seconds must be a number, got {slow!r}")
+        if not slow >= 0:
+            raise ValueError(f"slow_fsync_seconds must be >= 0, got {slow!r}")
 
 
 def _check_range(name: str, value: Any, low: int, high: int) -> None:
@@ -167,6 +182,7 @@ class _Run:
         "bytes_written",
         "dir",
         "durable_seq",
+        "fingerprint",
         "id",
         "last_seq",
         "loaded",
@@ -174,6 +190,7 @@ class _Run:
         "segments",
         "session_id",
         "sync_lock",
+        "tail_payload",
         "terminal",
         "visible_seq",
     )
@@ -190,6 +207,11 @@ class _Run:
         self.durable_seq = 0
         self.session_id: uuid.UUID | None = None
         self.terminal = False
+        #: The last record's payload, decoded lazily for session id and terminal state (so
+        #: recovery never needs the event type).
+        self.tail_payload: bytes | None = None
+        #: Read-only: identifies the run's incarnation (see SegmentLog._refresh).
+        self.fingerprint: bytes | None = None
         self.loaded = False
         self.appends = 0
         self.bytes_written = 0
@@ -200,6 +222,7 @@ class _Run:
         self.last_seq = self.visible_seq = self.durable_seq = 0
         self.session_id = None
         self.terminal = False
+        self.tail_payload = None
 
 
 def check_directory(fs: FileSystem, path: str) -> None:
@@ -446,41 +469,61 @@ class SegmentLog(Generic[E]):
         run.segments = recovered.segments
         run.bases = [s.base_seq for s in run.segments]
         run.last_seq = run.visible_seq = run.durable_seq = recovered.last_seq
-        if recovered.last_payload is not None:
-            env = self._codec.decode(recovered.last_payload)
-            run.session_id = env.session_id
-            run.terminal = env.is_terminal
+        run.tail_payload = recovered.last_payload
+        if self._read_only and run.segments:
+            run.fingerprint = self._fingerprint(run)
         if writable and not run.segments:
             with contextlib.suppress(OSError):
                 fs.rmdir(run.dir)
         run.loaded = True
 
     def _refresh(self, run: _Run) -> None:
-        """Read-only: pick up frames and segments a writer added since the last look."""
+        """Read-only: pick up frames and segments a writer added since the last look.
+
+        A run the writer deleted (and perhaps re-created) since is noticed by its first
+        frame's checksum (its fingerprint) or a shrunken last segment, and loaded afresh.
+        """
         with run.lock:
-            if not run.loaded or not self._fs.is_dir(run.dir):
-                run.reset()
-                run.loaded = False
-                self._load(run)
+            stale = run.loaded and bool(run.segments) and self._fingerprint(run) != run.fingerprint
+            if stale or not run.loaded or not run.segments:
+                self._reload(run)
                 return
             bases = list_segments(self._fs, run.dir, writable=False)
-            if not run.segments:
-                if bases:
-                    run.loaded = False
-                    self._load(run)
-                return
             for base in bases:
                 if base > run.bases[-1]:
-                    if not self._extend_tail(run):
-                        return
-                    if run.last_seq + 1 != base:
+                    if not self._extend_tail(run) or run.last_seq + 1 != base:
                         return
                     seg = Segment(
                         run.dir, base, SparseIndex(base, self.options.index_interval_bytes)
                     )
                     run.segments.append(seg)
                     run.bases.append(base)
-            self._extend_tail(run)
+            if not self._extend_tail(run) and self._shrunk(run):
+                self._reload(run)
+
+    def _reload(self, run: _Run) -> None:
+        """Read-only: forget what is known of the run and load it again."""
+        run.reset()
+        run.loaded = False
+        self._load(run)
+
+    def _fingerprint(self, run: _Run) -> bytes | None:
+        """The checksum field of the run's first frame (None if unreadable)."""
+        try:
+            fd = self._fs.open_read(f"{run.dir}/{segment_name(1)}")
+        except FileNotFoundError:
+            return None
+        try:
+            return self._fs.pread(fd, 8, SEGMENT_HEADER_SIZE + 4)
+        finally:
+            self._fs.close(fd)
+
+    def _shrunk(self, run: _Run) -> bool:
+        seg = run.segments[-1]
+        try:
+            return self._fs.file_size(seg.path) < seg.size
+        except FileNotFoundError:
+            return True
 
     def _extend_tail(self, run: _Run) -> bool:
         """Read-only: verify frames appended to the last segment; True if it reached EOF."""
@@ -493,7 +536,7 @@ class SegmentLog(Generic[E]):
         try:
             size = fs.size(fd)
             if size <= seg.size:
-                return True
+                return size == seg.size
             buf = fs.pread(fd, size - seg.size, seg.size)
         finally:
             fs.close(fd)
@@ -508,9 +551,7 @@ class SegmentLog(Generic[E]):
             seg.last_seq = result.batch_start_seq
             run.last_seq = run.visible_seq = seg.last_seq
             if result.last_payload is not None:
-                env = self._codec.decode(result.last_payload)
-                run.session_id = env.session_id
-                run.terminal = env.is_terminal
+                run.tail_payload = result.last_payload
         return result.damage is None and result.batch_start == size
 
     def runs(self) -> list[uuid.UUID]:
@@ -535,6 +576,7 @@ class SegmentLog(Generic[E]):
         with run.lock:
             if not run.visible_seq:
                 raise NotFoundError(run_id)
+            self._load_tail(run)
             size = sum(s.size for s in run.segments)
             mtime = self._fs.mtime(run.segments[-1].path)
             return RunInfo(
@@ -624,19 +666,23 @@ class SegmentLog(Generic[E]):
         with run.lock:
             if self._failed is not None or self._closed:
                 self._check_writable()
-            if not run.segments:
-                self._create_first_segment(run)
-            seg = run.segments[-1]
-            if seg.fd is None:
-                self._open_writer(run, seg)
             if imported is None:
                 envelopes = self._make_envelopes(run, events)
             else:
                 envelopes = self._check_import(run, imported)
-            buf = self._encode(seg, envelopes, policy)
+            if run.segments:
+                seg = run.segments[-1]
+                buf = self._encode(seg.synced, envelopes)
+            else:  # encode (and so validate) before a new run leaves anything on disk
+                buf = self._encode(
+                    Segment.initial_synced(policy is not FsyncPolicy.NEVER), envelopes
+                )
+                seg = self._create_first_segment(run)
+            if seg.fd is None:
+                self._open_writer(run, seg)
             if not seg.room_for(len(buf), self.options.segment_bytes):
                 seg = self._roll(run)
-                buf = self._encode(seg, envelopes, policy)
+                buf = self._encode(seg.synced, envelopes)
             start = seg.size
             tail = envelopes[-1]
             last = tail.seq
@@ -657,6 +703,7 @@ class SegmentLog(Generic[E]):
             run.last_seq = last
             run.session_id = tail.session_id
             run.terminal = getattr(type(tail.event), "terminal", False)
+            run.tail_payload = None
             run.appends += len(envelopes)
             run.bytes_written += len(buf)
             if policy is not FsyncPolicy.BATCH:
@@ -680,7 +727,27 @@ class SegmentLog(Generic[E]):
                 raise ValueError(f"run {run.id}: import seqs jump from {prev.seq} to {env.seq}")
         return imported
 
+    def _decode(self, payload: bytes | memoryview) -> Envelope[E]:
+        try:
+            return self._codec.decode(payload)
+        except msgspec.ValidationError as exc:
+            raise SchemaMismatchError(
+                f"a record in {self.path} does not decode as this log's event_type ({exc}); "
+                "open the log with the event_type it was written with"
+            ) from exc
+
+    def _load_tail(self, run: _Run) -> None:
+        """Decode the recovered last record (once) for the run's session id and state."""
+        payload = run.tail_payload
+        if payload is not None:
+            env = self._decode(payload)
+            run.session_id = env.session_id
+            run.terminal = env.is_terminal
+            run.tail_payload = None
+
     def _make_envelopes(self, run: _Run, events: list[E]) -> list[Envelope[E]]:
+        if run.tail_payload is not None:
+            self._load_tail(run)
         seq = run.last_seq
         session = run.session_id
         run_id = run.id
@@ -694,8 +761,8 @@ class SegmentLog(Generic[E]):
             out.append(Envelope(new_event_id(), seq, run_id, session, event, utcnow()))
         return out
 
-    def _encode(self, seg: Segment, envelopes: list[Envelope[E]], policy: FsyncPolicy) -> bytearray:
-        durable = min(seg.size if policy is FsyncPolicy.ALWAYS else seg.synced, MAX_SEGMENT_OFFSET)
+    def _encode(self, durable: int, envelopes: list[Envelope[E]]) -> bytearray:
+        durable = min(durable, MAX_SEGMENT_OFFSET)
         buf = bytearray()
         encode = self._encoder.encode
         check = self._codec.check_payload if self.options.validate_events else None
@@ -731,7 +798,7 @@ class SegmentLog(Generic[E]):
         with contextlib.suppress(OSError):
             seg.cut(self._fs, seg.fd, start)
 
-    def _create_first_segment(self, run: _Run) -> None:
+    def _create_first_segment(self, run: _Run) -> Segment:
         fs = self._fs
         durable = self._policy is not FsyncPolicy.NEVER
         try:
@@ -751,6 +818,7 @@ class SegmentLog(Generic[E]):
             raise self._fail(exc) from exc
         run.segments = [seg]
         run.bases = [1]
+        return seg
 
     def _roll(self, run: _Run) -> Segment:
         """Seal the active segment (fsync it) and start the next one. Holds run.lock."""
@@ -918,28 +986,32 @@ class SegmentLog(Generic[E]):
                 plan.append((seg, seg.size))
                 if seg.last_seq >= last:
                     break
-        payloads: list[bytes | memoryview] = []
+        payloads: list[memoryview] = []
         for seg, size in plan:
-            self._read_segment(run, seg, size, first, last, payloads)
+            self._read_segment(seg, size, first, last, payloads)
             first = seg.last_seq + 1
             if len(payloads) >= last - after:
                 break
         decode = self._codec.decode
-        return [decode(p) for p in payloads]
+        try:
+            return [decode(p) for p in payloads]
+        except msgspec.ValidationError:
+            for p in payloads:
+                self._decode(p)  # raises SchemaMismatchError naming the fix
+            raise
 
     def _read_segment(
         self,
-        run: _Run,
         seg: Segment,
         size: int,
         first: int,
         last: int,
-        out: list[bytes | memoryview],
+        out: list[memoryview],
     ) -> None:
         """Append payloads of seqs ``first..last`` found in ``seg`` (up to ``size``) to out.
 
         Starts at the sparse index point at or before ``first`` and walks frame headers; the
-        skipped frames (at most one index interval) are not decoded.
+        skipped frames (at most one index interval) are neither checksummed nor decoded.
         """
         fs = self._fs
         max_record = self.options.max_record_bytes
@@ -951,21 +1023,18 @@ class SegmentLog(Generic[E]):
         try:
             while expected <= last and pos < size:
                 buf = fs.pread(fd, min(chunk, size - pos), pos)
-                bpos = 0
-                while expected <= last:
-                    record = read_frame(buf, bpos, max_record)
-                    if isinstance(record, FramedRecord):
-                        if record.seq != expected:
-                            reason = f"seq {record.seq} where {expected} was expected"
-                            self._read_damage(seg, pos + bpos, reason, expected)
-                        if expected >= first:
-                            out.append(record.payload)
-                        expected += 1
-                        bpos = record.end
-                        continue
-                    if record is not NEED_DATA:
-                        self._read_damage(seg, pos + bpos, record.reason, expected)  # type: ignore[union-attr]
+                bpos, expected, stop = walk_frames(buf, 0, expected, first, last, max_record, out)
+                if stop is None:
                     break
+                if isinstance(stop, FrameCorruption):
+                    if bpos == 0 and pos > SEGMENT_HEADER_SIZE and stop.seq != expected:
+                        # The index point names another seq: the cache is stale, not the
+                        # data. Forget it from there and walk from the previous point.
+                        logger.warning("stale index entry in %s at %d; dropped", seg.path, pos)
+                        seg.index.truncate(pos)
+                        expected, pos = seg.index.floor(first)
+                        continue
+                    self._read_damage(seg, pos + stop.offset, stop.reason, expected)
                 if bpos == 0:  # one frame is larger than the chunk read
                     needed = FRAME_HEADER_SIZE
                     if len(buf) >= FRAME_HEADER_SIZE:

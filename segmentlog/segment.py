@@ -148,6 +148,11 @@ class Segment:
 
     # --- creation ------------------------------------------------------------------------
 
+    @staticmethod
+    def initial_synced(durable: bool) -> int:
+        """The durable mark of a segment just created (with or without its fsyncs)."""
+        return SEGMENT_HEADER_SIZE if durable else 0
+
     @classmethod
     def create(
         cls,
@@ -182,7 +187,7 @@ class Segment:
                 fs.close(fd)
             fs.remove_quietly(tmp)
             raise
-        seg.synced = SEGMENT_HEADER_SIZE if durable else 0
+        seg.synced = cls.initial_synced(durable)
         return seg
 
     # --- descriptors ---------------------------------------------------------------------
