@@ -80,7 +80,6 @@ MAX_SEGMENT_OFFSET: Final = FRAME_CONTINUED - 1
 FRAME_HEADER_SIZE: Final = FRAME_HEADER.size  # 28
 #: The checksum covers the frame from this offset (the length field) to its end.
 FRAME_CHECKSUM_START: Final = 12
-_FRAME_TAIL: Final = struct.Struct("<IQI")  # length, seq, durable (at FRAME_CHECKSUM_START)
 _FRAME_CHECKSUM: Final = struct.Struct("<Q")  # at offset 4
 
 #: Largest payload the format can describe (the length field is a u32).
@@ -295,21 +294,22 @@ class FrameEncoder:
         Raises ``RecordTooLargeError`` (leaving ``buf`` as it was) when the payload exceeds
         ``max_record_bytes``, and ``InvalidEventError`` when msgspec cannot encode the event.
         """
-        if not 0 <= durable <= MAX_SEGMENT_OFFSET:
-            raise ValueError(f"durable mark {durable} outside 0..{MAX_SEGMENT_OFFSET}")
-        if not 0 < envelope.seq <= _MAX_U64:
-            raise ValueError(f"seq {envelope.seq} outside 1..{_MAX_U64}")
+        seq = envelope.seq
+        if not (0 <= durable <= MAX_SEGMENT_OFFSET and 0 < seq <= _MAX_U64):
+            raise ValueError(
+                f"durable mark {durable} outside 0..{MAX_SEGMENT_OFFSET} or seq {seq} outside "
+                f"1..{_MAX_U64}"
+            )
         start = len(buf)
-        body = start + FRAME_HEADER_SIZE
         try:
-            self._encode_into(envelope, buf, body)
+            self._encode_into(envelope, buf, start + FRAME_HEADER_SIZE)
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
             del buf[start:]
             raise InvalidEventError(
                 f"event could not be encoded ({exc}); events must be msgspec Structs of the "
                 "log's event_type"
             ) from exc
-        length = len(buf) - body
+        length = len(buf) - start - FRAME_HEADER_SIZE
         if length > self.max_record_bytes:
             del buf[start:]
             raise RecordTooLargeError(
@@ -317,10 +317,9 @@ class FrameEncoder:
                 "split the event or open the log with a larger max_record_bytes"
             )
         marks = durable | FRAME_CONTINUED if continued else durable
-        _FRAME_TAIL.pack_into(buf, start + FRAME_CHECKSUM_START, length, envelope.seq, marks)
-        buf[start : start + 4] = FRAME_MAGIC
-        with memoryview(buf) as view:
-            checksum = _xxh3(view[start + FRAME_CHECKSUM_START :])
+        FRAME_HEADER.pack_into(buf, start, FRAME_MAGIC, 0, length, seq, marks)
+        # The temporary views are released as soon as the hash returns (buf may grow later).
+        checksum = _xxh3(memoryview(buf)[start + FRAME_CHECKSUM_START :])
         _FRAME_CHECKSUM.pack_into(buf, start + 4, checksum)
         return FRAME_HEADER_SIZE + length
 

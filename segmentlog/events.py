@@ -302,36 +302,36 @@ class Envelope(msgspec.Struct, Generic[E], frozen=True):
 _uuid_lock = threading.Lock()
 _last_ms = 0
 _counter = 0
+_time_ns = time.time_ns
+_getrandbits = random.getrandbits
 _new_object = object.__new__
-_set_attr = object.__setattr__
+# Slot setters: uuid.UUID forbids attribute assignment, and these cost a third of
+# object.__setattr__.
+_set_int = uuid.UUID.int.__set__  # type: ignore[attr-defined]
+_set_is_safe = uuid.UUID.is_safe.__set__  # type: ignore[attr-defined,misc]
 _SAFE_UNKNOWN = uuid.SafeUUID.unknown
+_VERSION_AND_VARIANT = 0x7 << 76 | 0b10 << 62
 
 
 def new_event_id() -> uuid.UUID:
     """Mint a time-ordered UUIDv7; ids from one process are strictly increasing."""
     global _last_ms, _counter
+    now = _time_ns() // 1_000_000
     with _uuid_lock:
-        ms = time.time_ns() // 1_000_000
-        if ms > _last_ms:
-            _last_ms = ms
-            _counter = random.getrandbits(11)
-        else:
+        if now > _last_ms:
+            _last_ms = now
+            _counter = _getrandbits(11)
+        else:  # same millisecond (or the clock stepped back): count on
             _counter += 1
             if _counter > 0xFFF:
                 _last_ms += 1
                 _counter = 0
-            ms = _last_ms
+        ms = _last_ms
         counter = _counter
-    value = (
-        (ms & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76
-        | counter << 64
-        | 0b10 << 62
-        | random.getrandbits(62)
-    )
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | counter << 64 | _VERSION_AND_VARIANT | _getrandbits(62)
     # Built without uuid.UUID.__init__ (its argument checks cost more than minting the value);
     # the value is valid by construction.
     result: uuid.UUID = _new_object(uuid.UUID)
-    _set_attr(result, "int", value)
-    _set_attr(result, "is_safe", _SAFE_UNKNOWN)
+    _set_int(result, value)
+    _set_is_safe(result, _SAFE_UNKNOWN)
     return result
