@@ -307,7 +307,7 @@ _getrandbits = random.getrandbits
 _new_object = object.__new__
 # Slot setters: uuid.UUID forbids attribute assignment, and these cost a third of
 # object.__setattr__.
-_set_int = uuid.UUID.int.__set__  # type: ignore[attr-defined]
+_set_int = uuid.UUID.int.__set__  # type: ignore[attr-defined,misc]
 _set_is_safe = uuid.UUID.is_safe.__set__  # type: ignore[attr-defined,misc]
 _SAFE_UNKNOWN = uuid.SafeUUID.unknown
 _VERSION_AND_VARIANT = 0x7 << 76 | 0b10 << 62
