@@ -181,6 +181,7 @@ class _Run:
         "bases",
         "bytes_written",
         "dir",
+        "dirs_pending",
         "durable_seq",
         "fingerprint",
         "id",
@@ -212,6 +213,8 @@ class _Run:
         self.tail_payload: bytes | None = None
         #: Read-only: identifies the run's incarnation (see SegmentLog._refresh).
         self.fingerprint: bytes | None = None
+        #: Under fsync="never": directory entries created without an fsync.
+        self.dirs_pending = False
         self.loaded = False
         self.appends = 0
         self.bytes_written = 0
@@ -376,8 +379,11 @@ class SegmentLog(Generic[E]):
                 "with read_only=True to inspect the log beside it"
             )
         self._lock_fd = fd
-        for sub in (RUNS, TRASH):
+        missing = [sub for sub in (RUNS, TRASH) if not fs.is_dir(f"{path}/{sub}")]
+        for sub in missing:
             fs.makedirs(f"{path}/{sub}")
+        if missing:  # runs/ must survive a power loss, or every run in it would vanish
+            fs.fsync_dir(path)
         self._empty_trash()
 
     def _empty_trash(self) -> None:
@@ -613,18 +619,22 @@ class SegmentLog(Generic[E]):
     def append_batch(self, events: Sequence[E]) -> list[Envelope[E]]:
         """Append several events; atomic per run (all or none), one fsync per run.
 
-        Envelopes come back in input order. Every event is checked before anything is
-        written, so a bad event stores nothing.
+        Envelopes come back in input order. Every event of every run is encoded and checked
+        before anything is written, so a bad event stores nothing.
         """
         self._check_writable()
         events = list(events)
         groups: dict[uuid.UUID, list[int]] = {}
         for i, event in enumerate(events):
             groups.setdefault(self._codec.run_id_of(event), []).append(i)
+        if len(groups) == 1:
+            (run_id,) = groups
+            return self._append_run(self._get_run(run_id), events, None)
+        work = [(self._get_run(rid), [events[i] for i in pos], None) for rid, pos in groups.items()]
+        written = self._append_runs(work)
         out: list[Envelope[E] | None] = [None] * len(events)
-        for run_id, positions in groups.items():
-            written = self._append_run(self._get_run(run_id), [events[i] for i in positions], None)
-            for i, env in zip(positions, written, strict=True):
+        for positions, envelopes in zip(groups.values(), written, strict=True):
+            for i, env in zip(positions, envelopes, strict=True):
                 out[i] = env
         return out  # type: ignore[return-value]
 
@@ -662,58 +672,88 @@ class SegmentLog(Generic[E]):
     def _append_run(
         self, run: _Run, events: list[E], imported: list[Envelope[E]] | None
     ) -> list[Envelope[E]]:
-        policy = self._policy
+        """Append to one run: prepare (encode, validate), commit (write), then sync."""
         with run.lock:
-            if self._failed is not None or self._closed:
-                self._check_writable()
-            if imported is None:
-                envelopes = self._make_envelopes(run, events)
-            else:
-                envelopes = self._check_import(run, imported)
-            if run.segments:
-                seg = run.segments[-1]
-                buf = self._encode(seg.synced, envelopes)
-            else:  # encode (and so validate) before a new run leaves anything on disk
-                buf = self._encode(
-                    Segment.initial_synced(policy is not FsyncPolicy.NEVER), envelopes
-                )
-                seg = self._create_first_segment(run)
-            if seg.fd is None:
-                self._open_writer(run, seg)
-            if not seg.room_for(len(buf), self.options.segment_bytes):
-                seg = self._roll(run)
-                buf = self._encode(seg.synced, envelopes)
-            start = seg.size
-            tail = envelopes[-1]
-            last = tail.seq
+            envelopes, buf = self._prepare(run, events, imported)
+            self._commit(run, envelopes, buf)
+        self._after_commit(run, envelopes[-1].seq)
+        return envelopes
+
+    def _append_runs(
+        self, work: Sequence[tuple[_Run, list[E], list[Envelope[E]] | None]]
+    ) -> list[list[Envelope[E]]]:
+        """Append to several runs: every group is prepared before any is written.
+
+        The runs' locks are taken in run-id order, so two batches never deadlock.
+        """
+        with contextlib.ExitStack() as stack:
+            for run in sorted({id(w[0]): w[0] for w in work}.values(), key=lambda r: r.id):
+                stack.enter_context(run.lock)
+            prepared = [self._prepare(run, events, imp) for run, events, imp in work]
+            for (run, _, _), (envelopes, buf) in zip(work, prepared, strict=True):
+                self._commit(run, envelopes, buf)
+        for (run, _, _), (envelopes, _) in zip(work, prepared, strict=True):
+            self._after_commit(run, envelopes[-1].seq)
+        return [envelopes for envelopes, _ in prepared]
+
+    def _prepare(
+        self, run: _Run, events: list[E], imported: list[Envelope[E]] | None
+    ) -> tuple[list[Envelope[E]], bytearray]:
+        """Assign seqs and encode (so validate) a run's events. Holds run.lock; no I/O."""
+        if self._failed is not None or self._closed:
+            self._check_writable()
+        if imported is None:
+            envelopes = self._make_envelopes(run, events)
+        else:
+            envelopes = self._check_import(run, imported)
+        if run.segments:
+            durable = run.segments[-1].synced
+        else:
+            durable = Segment.initial_synced(self._policy is not FsyncPolicy.NEVER)
+        return envelopes, self._encode(durable, envelopes)
+
+    def _commit(self, run: _Run, envelopes: list[Envelope[E]], buf: bytearray) -> None:
+        """Write prepared frames (creating or rolling the segment first). Holds run.lock."""
+        policy = self._policy
+        seg = run.segments[-1] if run.segments else self._create_first_segment(run)
+        if seg.fd is None:
+            self._open_writer(run, seg)
+        if not seg.room_for(len(buf), self.options.segment_bytes):
+            seg = self._roll(run)
+            buf = self._encode(seg.synced, envelopes)
+        start = seg.size
+        tail = envelopes[-1]
+        last = tail.seq
+        try:
+            seg.append(self._fs, buf, last)
+        except OSError as exc:
+            raise self._fail(exc) from exc
+        if seg.size - seg.index.last_offset >= seg.index.interval:
+            self._index_frames(seg, start, buf, envelopes)
+        if policy is FsyncPolicy.ALWAYS:
             try:
-                seg.append(self._fs, buf, last)
+                self._timer.run(self._fs.fdatasync, seg.fd, seg.path)  # type: ignore[arg-type]
             except OSError as exc:
+                self._rollback(seg, start, run.last_seq)
                 raise self._fail(exc) from exc
-            if seg.size - seg.index.last_offset >= seg.index.interval:
-                self._index_frames(seg, start, buf, envelopes)
-            if policy is FsyncPolicy.ALWAYS:
-                try:
-                    self._timer.run(self._fs.fdatasync, seg.fd, seg.path)  # type: ignore[arg-type]
-                except OSError as exc:
-                    self._rollback(seg, start, run.last_seq)
-                    raise self._fail(exc) from exc
-                seg.synced = seg.size
-                run.durable_seq = last
-            run.last_seq = last
-            run.session_id = tail.session_id
-            run.terminal = getattr(type(tail.event), "terminal", False)
-            run.tail_payload = None
-            run.appends += len(envelopes)
-            run.bytes_written += len(buf)
-            if policy is not FsyncPolicy.BATCH:
-                run.visible_seq = last
-        if policy is FsyncPolicy.BATCH:
+            seg.synced = seg.size
+            run.durable_seq = last
+        run.last_seq = last
+        run.session_id = tail.session_id
+        run.terminal = getattr(type(tail.event), "terminal", False)
+        run.tail_payload = None
+        run.appends += len(envelopes)
+        run.bytes_written += len(buf)
+        if policy is not FsyncPolicy.BATCH:
+            run.visible_seq = last
+
+    def _after_commit(self, run: _Run, last: int) -> None:
+        """Outside the run lock: group-commit fsync (batch), then wake waiters."""
+        if self._policy is FsyncPolicy.BATCH:
             self._sync_run(run, last)
         if self._waiters:
             with self._appended:
                 self._appended.notify_all()
-        return envelopes
 
     def _check_import(self, run: _Run, imported: list[Envelope[E]]) -> list[Envelope[E]]:
         expected = run.last_seq + 1
@@ -818,7 +858,15 @@ class SegmentLog(Generic[E]):
             raise self._fail(exc) from exc
         run.segments = [seg]
         run.bases = [1]
+        run.dirs_pending = not durable
         return seg
+
+    def _sync_dirs(self, run: _Run) -> None:
+        """Make directory entries created without an fsync (fsync="never") durable."""
+        if run.dirs_pending:
+            self._fs.fsync_dir(self._runs_dir)
+            self._fs.fsync_dir(run.dir)
+            run.dirs_pending = False
 
     def _roll(self, run: _Run) -> Segment:
         """Seal the active segment (fsync it) and start the next one. Holds run.lock."""
@@ -830,6 +878,7 @@ class SegmentLog(Generic[E]):
                 assert old.fd is not None
                 self._timer.run(fs.fdatasync, old.fd, old.path)
                 old.synced = old.size
+            self._sync_dirs(run)  # a sealed segment's name must be durable too
             if self._policy.durable_ack:
                 run.durable_seq = max(run.durable_seq, old.last_seq)
                 run.visible_seq = max(run.visible_seq, old.last_seq)
@@ -847,6 +896,7 @@ class SegmentLog(Generic[E]):
         old.close(fs)
         run.segments.append(new)
         run.bases.append(new.base_seq)
+        run.dirs_pending = not durable
         return new
 
     def _sync_run(self, run: _Run, seq: int) -> None:
@@ -867,6 +917,7 @@ class SegmentLog(Generic[E]):
                 target_off = seg.size
             try:
                 self._timer.run(self._fs.fdatasync, fd, seg.path)  # type: ignore[arg-type]
+                self._sync_dirs(run)
             except OSError as exc:
                 with run.lock:
                     if self._policy is FsyncPolicy.BATCH:

@@ -215,22 +215,24 @@ def recover_run(
     i = 0
     while i < len(bases):
         base = bases[i]
-        index = SparseIndex(base, index_interval)
-        seg = Segment(run_dir, base, index)
-        is_last = i == len(bases) - 1
-        next_base = None if is_last else bases[i + 1]
-        ok = _recover_segment(ctx, seg, next_base)
-        if ok is None:  # a leftover last segment was removed; the previous one is last again
-            bases.pop(i)
-            continue
-        out.segments.append(seg)
-        if not ok:  # the run was cut inside this segment
-            _drop_segments(ctx, bases, i + 1, "after a cut in an earlier segment", seg.last_seq + 1)
+        seg = Segment(run_dir, base, SparseIndex(base, index_interval))
+        next_base = bases[i + 1] if i + 1 < len(bases) else None
+        status = _recover_segment(ctx, seg, next_base)
+        if status is not _REMOVED:
+            out.segments.append(seg)
+        if status is not _WHOLE:  # the run ends here; drop what follows
+            _drop_segments(ctx, bases, i + 1, "after a cut in an earlier segment", seg.base_seq)
             break
         i += 1
     if out.segments:
         out.last_seq = out.segments[-1].last_seq
     return out
+
+
+#: Outcomes of recovering one segment.
+_WHOLE = "whole"  # intact: the run may go on in the next segment
+_CUT = "cut"  # kept up to damage: the run ends in this segment
+_REMOVED = "removed"  # deleted (a leftover or unreadable header): the run ends before it
 
 
 def _drop_segments(ctx: _Context, bases: list[int], start: int, reason: str, first: int) -> None:
@@ -265,8 +267,8 @@ def _load_index(ctx: _Context, seg: Segment) -> int:
     return valid if valid == len(data) else -valid - 2
 
 
-def _recover_segment(ctx: _Context, seg: Segment, next_base: int | None) -> bool | None:
-    """Validate one segment's header and tail. True: whole; False: run cut here; None: removed."""
+def _recover_segment(ctx: _Context, seg: Segment, next_base: int | None) -> str:
+    """Validate one segment's header and tail; returns _WHOLE, _CUT or _REMOVED."""
     fs = ctx.fs
     fd = fs.open_append(seg.path) if ctx.writable else fs.open_read(seg.path)
     try:
@@ -279,19 +281,18 @@ def _recover_segment(ctx: _Context, seg: Segment, next_base: int | None) -> bool
             reason = "segment header does not match its file name"
             if ctx.mode is not RecoveryMode.SALVAGE:
                 raise ctx.corrupt(reason, seg.path, 0, seg.base_seq, None)
-            return _cut(ctx, seg, fd, SEGMENT_HEADER_SIZE, seg.base_seq - 1, reason, None)
+            _cut(ctx, seg, fd, SEGMENT_HEADER_SIZE, seg.base_seq - 1, reason, None)
+            return _CUT
         index_state = _load_index(ctx, seg)
         if ctx.mode is RecoveryMode.SALVAGE:  # salvage checks every frame, not just the tail
             seg.index = SparseIndex(seg.base_seq, ctx.index_interval)
             index_state = -1
-        start_seq, start_off, buf = _tail_start(ctx, seg, fd, size)
+        start_seq, start_off, buf = _tail_start(ctx, seg, fd, size, next_base is not None)
         result = scan(buf, start_off, start_seq, ctx.max_record_bytes, seg.index)
         if next_base is None:
-            keep = _judge_last(ctx, seg, buf, start_off, result)
-        else:
-            keep = _judge_sealed(ctx, seg, buf, start_off, result, next_base)
-        if keep is False:
-            return False
+            _judge_last(ctx, seg, buf, start_off, result)
+        elif not _judge_sealed(ctx, seg, buf, start_off, result, next_base):
+            return _CUT
         seg.last_seq = result.last_seq
         if result.last_payload is not None:
             ctx.out.last_payload = result.last_payload
@@ -301,26 +302,35 @@ def _recover_segment(ctx: _Context, seg: Segment, next_base: int | None) -> bool
         # dominated reopening after a crash). Claiming only the header keeps later frames'
         # durable marks honest until the writer's next fsync covers the whole file.
         seg.synced = seg.size if next_base is not None else SEGMENT_HEADER_SIZE
-        return True
+        return _WHOLE
     finally:
         fs.close(fd)
 
 
-def _tail_start(ctx: _Context, seg: Segment, fd: int, size: int) -> tuple[int, int, bytes]:
-    """Find the last index point whose frame verifies; read from there to the end."""
+def _tail_start(
+    ctx: _Context, seg: Segment, fd: int, size: int, sealed: bool
+) -> tuple[int, int, bytes]:
+    """Choose where to start validating: the last trustworthy index point.
+
+    A point is trustworthy when its frame verifies and, in the last segment, its durable
+    mark reaches it: bytes between a frame's durable mark and the frame itself were unsynced
+    when it was written, so a power loss may have holed them, and they are scanned too. (A
+    sealed segment was fsynced whole when it was sealed.) Returns the start seq, the
+    start offset and the file's bytes from there to its end.
+    """
     index = seg.index
     while len(index):
         seq, off = index.seqs[-1], index.offsets[-1]
         buf = ctx.fs.pread(fd, size - off, off)
         rec = read_frame(buf, 0, ctx.max_record_bytes)
-        if isinstance(rec, FramedRecord) and rec.seq == seq:
+        if not (isinstance(rec, FramedRecord) and rec.seq == seq):
+            index.drop_last()
+        elif rec.durable < off and not sealed:
+            index.truncate(rec.durable + 1)
+        else:
             return seq, off, buf
-        index.drop_last()
-    return (
-        seg.base_seq,
-        SEGMENT_HEADER_SIZE,
-        ctx.fs.pread(fd, size - SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE),
-    )
+    start = SEGMENT_HEADER_SIZE
+    return seg.base_seq, start, ctx.fs.pread(fd, size - start, start)
 
 
 def _judge_sealed(
@@ -349,7 +359,7 @@ def _judge_sealed(
 
 def _judge_last(
     ctx: _Context, seg: Segment, buf: bytes, start_off: int, result: ScanResult
-) -> bool:
+) -> None:
     damage = result.damage
     if damage is None:
         if result.batch_start < result.end:
@@ -365,7 +375,7 @@ def _judge_last(
         else:
             seg.size = result.end
         result.last_seq = result.batch_start_seq
-        return True
+        return
     later = find_frames_after(
         buf, start_off, damage.offset, result.last_seq + 1, ctx.max_record_bytes
     )
@@ -386,7 +396,6 @@ def _judge_last(
         raise ctx.corrupt(reason, seg.path, damage.offset, first, last)
     _cut(ctx, seg, None, result.batch_start, result.batch_start_seq, reason, last)
     result.last_seq = result.batch_start_seq
-    return True
 
 
 def _cut(
@@ -397,7 +406,7 @@ def _cut(
     last_kept: int,
     reason: str,
     last_dropped: int | None,
-) -> bool:
+) -> None:
     """Truncate ``seg`` at ``end`` (keeping seqs up to ``last_kept``) and report it."""
     dropped = seg.size - end
     if ctx.writable:
@@ -426,7 +435,6 @@ def _cut(
     seg.size = end
     seg.last_seq = last_kept
     seg.index.truncate(end)
-    return False
 
 
 def _bad_header(
@@ -436,7 +444,7 @@ def _bad_header(
     size: int,
     header: HeaderCorruption | None,
     next_base: int | None,
-) -> bool | None:
+) -> str:
     reason = "segment header cut short" if header is None else header.reason
     buf = ctx.fs.pread(fd, size, 0)
     frames = find_frames_after(buf, 0, -1, seg.base_seq, ctx.max_record_bytes)
@@ -468,9 +476,7 @@ def _bad_header(
         first_seq=first,
         last_seq=last,
     )
-    if next_base is not None:
-        return False
-    return None
+    return _REMOVED
 
 
 def _fix_index(ctx: _Context, seg: Segment, result: ScanResult, index_state: int) -> None:

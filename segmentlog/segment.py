@@ -223,9 +223,10 @@ class Segment:
                     while written < len(view):
                         written += fs.write(fd, view[written:])
         except BaseException:
-            if written:
-                with contextlib.suppress(OSError):  # recovery cuts a torn tail on reopen
-                    fs.truncate(fd, start)
+            # Even a failed write may have landed a prefix: always cut back to the frame
+            # boundary. If that fails too, recovery cuts the torn tail on reopen.
+            with contextlib.suppress(OSError):
+                fs.truncate(fd, start)
             raise
         self.size = start + written
         self.last_seq = last_seq
