@@ -474,7 +474,13 @@ class SegmentLog(Generic[E]):
         self._reports.extend(recovered.reports)
         run.segments = recovered.segments
         run.bases = [s.base_seq for s in run.segments]
-        run.last_seq = run.visible_seq = run.durable_seq = recovered.last_seq
+        run.last_seq = run.visible_seq = recovered.last_seq
+        # Sealed segments are durable; the last one's tail may not be (no fsync at recovery),
+        # so the next sync() or group commit covers it.
+        run.durable_seq = run.segments[-2].last_seq if len(run.segments) > 1 else 0
+        # A writer under fsync="never" created entries without directory fsyncs, and which
+        # policy the last writer had is not recorded: the first sync covers them too.
+        run.dirs_pending = writable and bool(run.segments)
         run.tail_payload = recovered.last_payload
         if self._read_only and run.segments:
             run.fingerprint = self._fingerprint(run)
@@ -738,6 +744,8 @@ class SegmentLog(Generic[E]):
                 raise self._fail(exc) from exc
             seg.synced = seg.size
             run.durable_seq = last
+            if run.dirs_pending:
+                self._sync_dirs(run)
         run.last_seq = last
         run.session_id = tail.session_id
         run.terminal = getattr(type(tail.event), "terminal", False)
@@ -1183,9 +1191,10 @@ class SegmentLog(Generic[E]):
             trash = f"{self.path}/{TRASH}/{run_id}.{new_event_id().hex}"
             try:
                 fs.rename(run.dir, trash)
-                if self._policy is not FsyncPolicy.NEVER:
-                    fs.fsync_dir(self._runs_dir)
-                    fs.fsync_dir(f"{self.path}/{TRASH}")
+                # Under every policy: a deletion that a power loss undoes would bring back
+                # data the caller was told is gone.
+                fs.fsync_dir(self._runs_dir)
+                fs.fsync_dir(f"{self.path}/{TRASH}")
             except OSError as exc:
                 raise self._fail(exc) from exc
             run.reset()

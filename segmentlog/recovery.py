@@ -221,7 +221,7 @@ def recover_run(
         if status is not _REMOVED:
             out.segments.append(seg)
         if status is not _WHOLE:  # the run ends here; drop what follows
-            _drop_segments(ctx, bases, i + 1, "after a cut in an earlier segment", seg.base_seq)
+            _drop_segments(ctx, bases, i + 1, "after a cut in an earlier segment", seg.last_seq + 1)
             break
         i += 1
     if out.segments:
@@ -421,16 +421,15 @@ def _cut(
             if own:
                 ctx.fs.close(wfd)
     first = last_kept + 1
+    lost = last_dropped is None or last_dropped >= first
     ctx.report(
         action="truncated",
         path=seg.path,
         reason=reason,
         offset=end,
         bytes_dropped=dropped,
-        first_seq=first if (last_dropped is None or last_dropped >= first) and dropped else None,
-        last_seq=last_dropped
-        if dropped and last_dropped is not None and last_dropped >= first
-        else None,
+        first_seq=first if lost else None,
+        last_seq=last_dropped if lost else None,
     )
     seg.size = end
     seg.last_seq = last_kept

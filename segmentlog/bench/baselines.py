@@ -121,23 +121,23 @@ def sqlite_append_batches(directory: str, batches: list[list[Any]], synchronous:
 
 
 def sqlite_append_threads(directory: str, per_thread: list[list[Any]], synchronous: str) -> Sample:
-    """Each thread appends its own run, one commit per event. Value: events per second."""
+    """Each thread appends its list of events (its own run, or a shared one), one commit per
+    event. Seqs are assigned under the connection's lock, as the engine assigns them under
+    the run's lock. Value: events per second."""
     conn = sqlite_connect(directory, synchronous, check_same_thread=False)
     lock = threading.Lock()
-    encoder = envelope_encoder()
+    encode = envelope_encoder().encode
+    stamp = Stamper().stamp
     barrier = threading.Barrier(len(per_thread) + 1)
     errors: list[BaseException] = []
 
     def worker(events: list[Any]) -> None:
-        stamp = Stamper().stamp
-        encode = encoder.encode
         barrier.wait()
         try:
             for event in events:
-                env = stamp(event)
-                payload = encode(env)
                 with lock:
-                    conn.execute(_INSERT, (env.run_id.bytes, env.seq, payload))
+                    env = stamp(event)
+                    conn.execute(_INSERT, (env.run_id.bytes, env.seq, encode(env)))
         except BaseException as exc:  # pragma: no cover - surfaced below
             errors.append(exc)
 

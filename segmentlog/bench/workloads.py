@@ -81,7 +81,7 @@ def seg_append_batches(directory: str, batches: list[list[Any]], fsync: str) -> 
 
 
 def seg_append_threads(directory: str, per_thread: list[list[Any]], fsync: str) -> Sample:
-    """Each thread appends its own run, one event per call. Value: events per second.
+    """Each thread appends its list of events (its own run, or a shared one), one per call.
 
     With ``fsync="batch"`` concurrent appends share fsyncs (group commit).
     """
