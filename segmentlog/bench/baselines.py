@@ -34,7 +34,7 @@ from typing import Any, Final
 from ..codec import DEFAULT_MAX_RECORD_BYTES, EnvelopeCodec, FramedRecord, FrameEncoder, read_frame
 from ..events import AgentEvent, Envelope
 from .data import Stamper, envelope_decoder, envelope_encoder
-from .timing import Sample, latency_sample, peak_rss_kib, rss_kib
+from .timing import Sample, latency_sample, peak_rss_kib, rss_kib, run_threads
 
 __all__ = [
     "RawFileBuilder",
@@ -128,30 +128,16 @@ def sqlite_append_threads(directory: str, per_thread: list[list[Any]], synchrono
     lock = threading.Lock()
     encode = envelope_encoder().encode
     stamp = Stamper().stamp
-    barrier = threading.Barrier(len(per_thread) + 1)
-    errors: list[BaseException] = []
 
-    def worker(events: list[Any]) -> None:
-        barrier.wait()
-        try:
-            for event in events:
-                with lock:
-                    env = stamp(event)
-                    conn.execute(_INSERT, (env.run_id.bytes, env.seq, encode(env)))
-        except BaseException as exc:  # pragma: no cover - surfaced below
-            errors.append(exc)
+    def insert(event: Any) -> None:
+        with lock:
+            env = stamp(event)
+            conn.execute(_INSERT, (env.run_id.bytes, env.seq, encode(env)))
 
-    threads = [threading.Thread(target=worker, args=(evs,)) for evs in per_thread]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for t in threads:
-        t.join()
-    conn.close()
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise errors[0]
+    try:
+        elapsed = run_threads(per_thread, insert)
+    finally:
+        conn.close()
     count = sum(len(x) for x in per_thread)
     return Sample(count / elapsed, {"seconds": elapsed})
 

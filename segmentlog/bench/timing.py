@@ -17,6 +17,8 @@ import multiprocessing
 import os
 import resource
 import sys
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, NamedTuple
@@ -37,6 +39,36 @@ class Sample(NamedTuple):
 
     value: float
     extra: dict[str, float]
+
+
+def run_threads(per_thread: list[list[Any]], work: Callable[[Any], object]) -> float:
+    """Start one thread per list, release them together, call ``work(item)`` for each item.
+
+    Returns the seconds from the release until every thread finished; re-raises the first
+    error a thread met.
+    """
+    barrier = threading.Barrier(len(per_thread) + 1)
+    errors: list[BaseException] = []
+
+    def worker(items: list[Any]) -> None:
+        barrier.wait()
+        try:
+            for item in items:
+                work(item)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(items,)) for items in per_thread]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise errors[0]
+    return elapsed
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

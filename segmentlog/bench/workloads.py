@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import random
-import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -30,7 +29,7 @@ import segmentlog
 from ..codec import FrameEncoder
 from ..events import Envelope
 from .data import Stamper
-from .timing import Sample, latency_sample, peak_rss_kib, rss_kib
+from .timing import Sample, latency_sample, peak_rss_kib, rss_kib, run_threads
 
 __all__ = [
     "LOG_NAME",
@@ -86,30 +85,11 @@ def seg_append_threads(directory: str, per_thread: list[list[Any]], fsync: str) 
     With ``fsync="batch"`` concurrent appends share fsyncs (group commit).
     """
     log = segmentlog.open(_log_path(directory), fsync=fsync)
-    barrier = threading.Barrier(len(per_thread) + 1)
-    errors: list[BaseException] = []
-
-    def worker(events: list[Any]) -> None:
-        append = log.append
-        barrier.wait()
-        try:
-            for event in events:
-                append(event)
-        except BaseException as exc:  # pragma: no cover - surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(evs,)) for evs in per_thread]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for t in threads:
-        t.join()
-    stats = log.stats()
-    log.close()
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise errors[0]
+    try:
+        elapsed = run_threads(per_thread, log.append)
+        stats = log.stats()
+    finally:
+        log.close()
     count = sum(len(x) for x in per_thread)
     return Sample(
         count / elapsed,
