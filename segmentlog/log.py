@@ -28,6 +28,7 @@ import contextlib
 import itertools
 import json
 import os.path
+import re
 import struct
 import threading
 import time
@@ -65,7 +66,7 @@ from .errors import (
     ReadOnlyError,
     SchemaMismatchError,
 )
-from .events import AgentEvent, Envelope, new_event_id, utcnow
+from .events import AgentEvent, Envelope, new_event_id, utcnow, uuid_from_canonical
 from .index import SparseIndex
 from .recovery import RecoveryMode, RecoveryReport, list_segments, recover_run
 from .segment import Segment, scan, segment_name
@@ -258,20 +259,19 @@ def check_directory(fs: FileSystem, path: str) -> None:
         )
 
 
+_RUN_NAME = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def list_run_ids(fs: FileSystem, path: str) -> list[uuid.UUID]:
-    """Run ids with a directory under ``path/runs`` (sorted)."""
-    out: list[uuid.UUID] = []
-    for name in fs.listdir(f"{path}/{RUNS}"):
-        if len(name) != 36:
-            continue
-        try:
-            rid = uuid.UUID(name)
-        except ValueError:
-            continue
-        if str(rid) == name:
-            out.append(rid)
-    out.sort()
-    return out
+    """Run ids with a directory under ``path/runs``, sorted.
+
+    Only canonical lowercase UUID names count (the engine never writes anything else).
+    Canonical names sort as their UUIDs do, so they are sorted as strings, which is far
+    cheaper than comparing 100 000 UUID objects.
+    """
+    names = [n for n in fs.listdir(f"{path}/{RUNS}") if _RUN_NAME.fullmatch(n)]
+    names.sort()
+    return [uuid_from_canonical(n) for n in names]
 
 
 def _init_directory(fs: FileSystem, path: str) -> None:
