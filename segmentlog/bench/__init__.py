@@ -93,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
         "replay, seek, recovery, or e.g. append_never, seek_1000, open_runs",
     )
     parser.add_argument(
+        "--postgres",
+        metavar="DSN",
+        help="also measure the PostgreSQL backend (durable appends, batches, replay) against "
+        "the server at DSN, e.g. 'host=/tmp dbname=postgres'; needs "
+        "pip install 'segmentlog[postgres]'. It works in a scratch schema it drops afterwards",
+    )
+    parser.add_argument(
         "--quiet",
         action="store_true",
         help="no progress output on stderr",
@@ -124,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         fixtures = os.path.join(workdir, "fixtures")
         os.makedirs(scratch)
         os.makedirs(fixtures)
-        groups = selected(build_suite(sizes, fixtures), args.only)
+        groups = selected(build_suite(sizes, fixtures, args.postgres), args.only)
         if not groups:
             parser.error(f"--only matched no workload: {' '.join(args.only)}")
         start = time.perf_counter()

@@ -93,6 +93,8 @@ class Group:
     workloads: list[Workload]
     prepare: Callable[[], None] | None = None
     probes: list[MemoryProbe] = dataclasses.field(default_factory=list)
+    #: Releases what ``prepare`` made outside the fixture directory (a server schema).
+    cleanup: Callable[[], None] | None = None
 
 
 def _dir_bytes(path: str) -> int:
@@ -132,15 +134,104 @@ def _spawn_and_wait(target: Callable[..., None], *args: Any) -> None:
 # --- the suite -------------------------------------------------------------------------
 
 
-def build_suite(sizes: Sizes, fixtures: str) -> list[Group]:
-    """Define every group for ``sizes``, with fixtures under the directory ``fixtures``."""
-    return [
+def build_suite(sizes: Sizes, fixtures: str, postgres_dsn: str | None = None) -> list[Group]:
+    """Define every group for ``sizes``, with fixtures under the directory ``fixtures``.
+
+    With ``postgres_dsn`` the PostgreSQL backend joins as a baseline of its own group.
+    """
+    groups = [
         _append_group(sizes),
         _durable_group(sizes),
         _replay_group(sizes, os.path.join(fixtures, "replay")),
         _seek_group(sizes, os.path.join(fixtures, "seek")),
         _recovery_group(sizes, os.path.join(fixtures, "recovery")),
     ]
+    if postgres_dsn is not None:
+        groups.append(_postgres_group(sizes, os.path.join(fixtures, "postgres"), postgres_dsn))
+    return groups
+
+
+def _postgres_group(z: Sizes, base: str, dsn: str) -> Group:
+    """segmentlog against PostgresEventStore: durable appends, batches, replay."""
+    from . import pg
+
+    state: dict[str, Any] = {}
+    replay_events = max(1000, z.replay_events // 10)
+    per_run = min(z.replay_run_events, replay_events)
+    schema = f"bench_replay_{uuid.uuid4().hex[:8]}"
+
+    def prepare() -> None:
+        state["flat"] = interleave(make_runs(10, max(1, z.durable_events // 10), seed=7))
+        state["batches"] = batches_of(make_runs(10, z.batch_size * 2, seed=8), z.batch_size)
+        runs = run_ids(max(1, replay_events // per_run), seed=9)
+        state["runs"] = runs
+        chunks = list(_store_envelopes(runs, per_run, seed=9))
+        builder = sl.SegmentlogBuilder(_fresh(os.path.join(base, "segmentlog")))
+        for envelopes in chunks:
+            builder.add(envelopes)
+        builder.close()
+        events = [[env.event for env in chunk] for chunk in chunks]
+        pg.pg_load(dsn, schema, [b for chunk in events for b in batches_of_list(chunk, 1000)])
+
+    seg_dir = os.path.join(base, "segmentlog")
+    workloads = [
+        Workload(
+            "pg_append",
+            "append, durable, 1 per call (PostgreSQL: 1 transaction)",
+            "events/s",
+            Contender(
+                "segmentlog", "segmentlog", lambda d: sl.seg_append(d, state["flat"], "always")
+            ),
+            [
+                Contender(
+                    "postgres", "PostgresEventStore", lambda d: pg.pg_append(dsn, state["flat"])
+                )
+            ],
+            note="segmentlog fsync=always; PostgreSQL commits durably (synchronous_commit=on)",
+        ),
+        Workload(
+            "pg_append_batch",
+            f"append_batch of {z.batch_size}, durable",
+            "events/s",
+            Contender(
+                "segmentlog",
+                "segmentlog",
+                lambda d: sl.seg_append_batches(d, state["batches"], "always"),
+            ),
+            [
+                Contender(
+                    "postgres",
+                    "PostgresEventStore",
+                    lambda d: pg.pg_append_batches(dsn, state["batches"]),
+                )
+            ],
+        ),
+        Workload(
+            "pg_replay",
+            f"replay {replay_events:,} events, pages of {PAGE}",
+            "events/s",
+            Contender("segmentlog", "segmentlog", lambda d: sl.seg_replay(seg_dir, PAGE)),
+            [
+                Contender(
+                    "postgres",
+                    "PostgresEventStore",
+                    lambda d: pg.pg_replay(dsn, schema, state["runs"], PAGE),
+                )
+            ],
+        ),
+    ]
+    return Group(
+        "postgres",
+        "PostgreSQL backend",
+        workloads,
+        prepare=prepare,
+        cleanup=lambda: pg.pg_drop(dsn, schema),
+    )
+
+
+def batches_of_list(items: list[Any], size: int) -> list[list[Any]]:
+    """Split ``items`` into lists of at most ``size``."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _append_group(z: Sizes) -> Group:
@@ -667,6 +758,8 @@ def run_suite(
         for entry in results:
             if entry["group"] == g.id:
                 entry["prepare_seconds"] = prep_s
+        if g.cleanup is not None:
+            g.cleanup()
         shutil.rmtree(fixtures, ignore_errors=True)
         os.makedirs(fixtures, exist_ok=True)
     advance("done")
