@@ -1051,9 +1051,8 @@ class SegmentLog(Generic[E]):
             first = seg.last_seq + 1
             if len(payloads) >= last - after:
                 break
-        decode = self._codec.decode
         try:
-            return [decode(p) for p in payloads]
+            return self._codec.decode_many(payloads)
         except msgspec.ValidationError:
             for p in payloads:
                 self._decode(p)  # raises SchemaMismatchError naming the fix

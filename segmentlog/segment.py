@@ -20,16 +20,19 @@ Strategy and invariants
 from __future__ import annotations
 
 import contextlib
+import struct
 import uuid
 from dataclasses import dataclass, field
 
 from ._fs import FileSystem
 from .codec import (
+    FRAME_CONTINUED,
     FRAME_HEADER,
     FRAME_HEADER_SIZE,
     FRAME_MAGIC,
     MAX_SEGMENT_OFFSET,
     SEGMENT_HEADER_SIZE,
+    FrameCorruption,
     FramedRecord,
     HeaderCorruption,
     NeedData,
@@ -37,6 +40,7 @@ from .codec import (
     decode_segment_header,
     encode_segment_header,
     read_frame,
+    walk_frames,
 )
 from .index import SparseIndex
 
@@ -51,6 +55,9 @@ __all__ = [
 ]
 
 SEGMENT_SUFFIX = ".seg"
+_NO_LIMIT = 1 << 64  # walk to the end of the buffer
+_MARKS = struct.Struct("<I")  # a frame's durable/continued field ...
+_MARKS_AT = 24  # ... at this offset in the frame header
 INDEX_SUFFIX = ".idx"
 TMP_SUFFIX = ".tmp"
 
@@ -274,57 +281,39 @@ def scan(
     at the first damage. With ``index`` given, also computes the index points that are due
     (without changing the index).
     """
-    pos = 0
-    seq = start_seq - 1
-    batch_start = base_offset
-    batch_start_seq = seq
-    last_payload: bytes | None = None
-    points: list[tuple[int, int]] = []
-    last_point = index.last_offset if index is not None else 0
-    interval = index.interval if index is not None else 0
-    frames = 0
-    damage: Damage | None = None
+    starts: list[int] = []
+    pos, next_seq, stop = walk_frames(
+        buf, 0, start_seq, start_seq, _NO_LIMIT, max_record_bytes, None, starts
+    )
     n = len(buf)
-    while pos < n:
-        record = read_frame(buf, pos, max_record_bytes)
-        if isinstance(record, FramedRecord):
-            if record.seq != seq + 1:
-                damage = Damage(
-                    base_offset + pos,
-                    f"seq {record.seq} where {seq + 1} was expected",
-                    short=False,
-                    claimed_seq=record.seq,
-                )
-                break
-            seq = record.seq
-            frames += 1
-            offset = base_offset + pos
-            if index is not None and offset - last_point >= interval:
-                points.append((seq, offset))
-                last_point = offset
-            pos = record.end
-            if not record.continued:
-                batch_start = base_offset + pos
-                batch_start_seq = seq
-                last_payload = bytes(record.payload)
-            continue
-        if isinstance(record, NeedData):
-            claimed = None
-            if n - pos >= FRAME_HEADER_SIZE:
-                claimed = FRAME_HEADER.unpack_from(buf, pos)[3]
-            damage = Damage(base_offset + pos, "frame cut short at end of file", True, claimed)
-        else:
-            damage = Damage(base_offset + record.offset, record.reason, False, record.seq)
-        break
+    damage: Damage | None = None
+    if isinstance(stop, FrameCorruption):
+        damage = Damage(base_offset + stop.offset, stop.reason, False, stop.seq)
+    elif pos < n:  # NEED_DATA inside a frame: a short frame at the end
+        claimed = FRAME_HEADER.unpack_from(buf, pos)[3] if n - pos >= FRAME_HEADER_SIZE else None
+        damage = Damage(base_offset + pos, "frame cut short at end of file", True, claimed)
+    # The last whole batch ends after the last frame that does not say "continued".
+    i = len(starts) - 1
+    while i >= 0 and _MARKS.unpack_from(buf, starts[i] + _MARKS_AT)[0] & FRAME_CONTINUED:
+        i -= 1
+    batch_end = (starts[i + 1] if i + 1 < len(starts) else pos) if i >= 0 else 0
+    last_payload = bytes(buf[starts[i] + FRAME_HEADER_SIZE : batch_end]) if i >= 0 else None
+    points: list[tuple[int, int]] = []
+    if index is not None:
+        last_point, interval = index.last_offset, index.interval
+        for k, off in enumerate(starts):
+            if base_offset + off - last_point >= interval:
+                last_point = base_offset + off
+                points.append((start_seq + k, last_point))
     return ScanResult(
         end=base_offset + pos,
-        last_seq=seq,
-        batch_start=batch_start,
-        batch_start_seq=batch_start_seq,
+        last_seq=next_seq - 1,
+        batch_start=base_offset + batch_end,
+        batch_start_seq=start_seq + i,
         last_payload=last_payload,
         index_points=points,
         damage=damage,
-        frames=frames,
+        frames=len(starts),
     )
 
 
