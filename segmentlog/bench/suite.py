@@ -146,9 +146,39 @@ def build_suite(sizes: Sizes, fixtures: str, postgres_dsn: str | None = None) ->
         _seek_group(sizes, os.path.join(fixtures, "seek")),
         _recovery_group(sizes, os.path.join(fixtures, "recovery")),
     ]
+    groups.append(_aio_group(sizes))
     if postgres_dsn is not None:
         groups.append(_postgres_group(sizes, os.path.join(fixtures, "postgres"), postgres_dsn))
     return groups
+
+
+def _aio_group(z: Sizes) -> Group:
+    """Event-loop lag while 1000 coroutines append through segmentlog.aio."""
+    coroutines = 50 if z.name == "tiny" else 1000
+    each = {"tiny": 1, "quick": 2}.get(z.name, 5)
+    return Group(
+        "aio",
+        "asyncio",
+        [
+            Workload(
+                "aio_loop_lag",
+                f"event-loop lag p99, {coroutines} coroutines appending (fsync=batch)",
+                "us",
+                Contender(
+                    "segmentlog", "segmentlog.aio", lambda d: sl.aio_loop_lag(d, coroutines, each)
+                ),
+                [
+                    Contender(
+                        "idle_loop",
+                        "the same 1 ms ticker on an idle loop",
+                        lambda d: sl.aio_loop_lag(d, 0, 0),
+                    )
+                ],
+                note=f"{coroutines} x {each} appends; lower is better; a ratio near 1 means "
+                "the appends do not stall the loop",
+            )
+        ],
+    )
 
 
 def _postgres_group(z: Sizes, base: str, dsn: str) -> Group:

@@ -29,7 +29,7 @@ import segmentlog
 from ..codec import FrameEncoder
 from ..events import Envelope
 from .data import Stamper
-from .timing import Sample, latency_sample, peak_rss_kib, rss_kib, run_threads
+from .timing import Sample, latency_sample, peak_rss_kib, percentile, rss_kib, run_threads
 
 __all__ = [
     "LOG_NAME",
@@ -236,3 +236,71 @@ def seg_open_runs_probe(directory: str) -> dict[str, float]:
     before = rss_kib()
     count = _open_runs(directory)
     return {"rss_before_kib": before, "peak_rss_kib": peak_rss_kib(), "runs": count}
+
+
+# --- asyncio: event-loop lag under many appending coroutines -----------------------------
+
+
+async def measure_loop_lag(
+    path: str, coroutines: int, appends_each: int, tick: float = 0.001
+) -> tuple[list[float], list[Envelope[Any]], int]:
+    """Loop lag samples (seconds a ``tick`` sleep overshot) while ``coroutines`` tasks each
+    ``await log.append`` ``appends_each`` times under ``fsync="batch"``; with
+    ``coroutines=0`` the ticker runs alone on an idle loop. Returns the lags, the envelopes and
+    the fsync count."""
+    import asyncio
+
+    from .. import aio
+    from ..events import RunStarted, TextDelta
+
+    lags: list[float] = []
+    async with aio.open(path, fsync="batch") as log:
+        run = uuid.uuid4()
+        await log.append(RunStarted(run_id=run, session_id=uuid.uuid4(), provider="p", model="m"))
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            while not stop.is_set():
+                start = time.perf_counter()
+                await asyncio.sleep(tick)
+                lags.append(time.perf_counter() - start - tick)
+
+        async def appender(i: int) -> list[Envelope[Any]]:
+            return [
+                await log.append(TextDelta(run_id=run, delta=f"{i}.{j}"))
+                for j in range(appends_each)
+            ]
+
+        ticking = asyncio.create_task(ticker())
+        await asyncio.sleep(tick * 5)
+        if coroutines:
+            results = await asyncio.gather(*(appender(i) for i in range(coroutines)))
+        else:
+            results = []
+            await asyncio.sleep(0.5)
+        stop.set()
+        await ticking
+        fsyncs = log.stats().fsyncs
+    return lags, [env for envs in results for env in envs], fsyncs
+
+
+def aio_loop_lag(directory: str, coroutines: int, appends_each: int) -> Sample:
+    """p99 event-loop lag (microseconds) of a 1 ms ticker while coroutines append."""
+    import asyncio
+
+    start = time.perf_counter()
+    lags, envs, fsyncs = asyncio.run(
+        measure_loop_lag(_log_path(directory), coroutines, appends_each)
+    )
+    elapsed = time.perf_counter() - start
+    ordered = sorted(lag * 1e6 for lag in lags)
+    return Sample(
+        percentile(ordered, 99),
+        {
+            "p50_us": percentile(ordered, 50),
+            "max_us": ordered[-1] if ordered else 0.0,
+            "appends": float(len(envs)),
+            "appends_per_s": len(envs) / elapsed,
+            "fsyncs": float(fsyncs),
+        },
+    )

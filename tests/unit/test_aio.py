@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import sys
 import threading
 import time
 import uuid
@@ -31,6 +30,7 @@ from segmentlog import (
     TextDelta,
 )
 from segmentlog._fs import FileSystem
+from segmentlog.bench.workloads import measure_loop_lag
 
 
 def _in_event_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -305,63 +305,9 @@ def test_bad_arguments_are_refused_before_any_io(tmp_path: Path) -> None:
 # --- event-loop lag under 1000 concurrent appenders ------------------------------------------
 
 
-async def measure_loop_lag(
-    path: Path, coroutines: int, appends_each: int, tick: float = 0.001
-) -> tuple[list[float], list[Envelope[Any]], int]:
-    """Loop lag samples (seconds a 1 ms sleep overshot) while ``coroutines`` tasks append."""
-    lags: list[float] = []
-    async with segmentlog.aio.open(path, fsync="batch") as log:
-        run = uuid.uuid4()
-        await log.append(_start(run))
-        stop = asyncio.Event()
-
-        async def ticker() -> None:
-            while not stop.is_set():
-                start = time.perf_counter()
-                await asyncio.sleep(tick)
-                lags.append(time.perf_counter() - start - tick)
-
-        async def appender(i: int) -> list[Envelope[Any]]:
-            return [
-                await log.append(TextDelta(run_id=run, delta=f"{i}.{j}"))
-                for j in range(appends_each)
-            ]
-
-        ticking = asyncio.create_task(ticker())
-        await asyncio.sleep(tick * 5)
-        results = await asyncio.gather(*(appender(i) for i in range(coroutines)))
-        stop.set()
-        await ticking
-        fsyncs = log.stats().fsyncs
-    return lags, [env for envs in results for env in envs], fsyncs
-
-
 @_in_event_loop
 async def test_loop_keeps_ticking_while_many_coroutines_append(tmp_path: Path) -> None:
-    lags, envs, fsyncs = await measure_loop_lag(tmp_path / "log", coroutines=200, appends_each=2)
+    lags, envs, fsyncs = await measure_loop_lag(str(tmp_path / "log"), 200, 2)
     assert sorted(e.seq for e in envs) == list(range(2, 402))
     assert lags, "the ticker never ran while appends were in flight"
     assert fsyncs <= 401
-
-
-def _report(directory: str) -> None:
-    import tempfile
-
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        start = time.perf_counter()
-        lags, envs, fsyncs = asyncio.run(measure_loop_lag(Path(tmp) / "log", 1000, 5))
-        elapsed = time.perf_counter() - start
-    lags.sort()
-
-    def pct(p: float) -> float:
-        return lags[min(len(lags) - 1, int(p * len(lags)))] * 1e3
-
-    print(
-        f"1000 coroutines x 5 appends, fsync=batch: {len(envs)} appends in {elapsed:.2f} s "
-        f"({len(envs) / elapsed:.0f}/s), {fsyncs} fsyncs; loop lag over {len(lags)} ticks: "
-        f"p50 {pct(0.5):.2f} ms, p99 {pct(0.99):.2f} ms, max {lags[-1] * 1e3:.2f} ms"
-    )
-
-
-if __name__ == "__main__":
-    _report(sys.argv[1] if len(sys.argv) > 1 else ".")
