@@ -21,30 +21,43 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import ClassVar, TypeVar
 
-__all__ = ["FsyncPolicy", "FsyncTimer", "IntervalFlusher"]
+__all__ = ["FsyncPolicy", "FsyncTimer", "IntervalFlusher", "OptionEnum"]
 
 logger = logging.getLogger("segmentlog")
 
 
-class FsyncPolicy(enum.Enum):
+Choice = TypeVar("Choice", bound="OptionEnum")
+
+
+class OptionEnum(enum.Enum):
+    """An option that takes one of a few names (``fsync``, ``recovery``)."""
+
+    #: The option's name, for error messages.
+    __option__: ClassVar[str] = "option"
+
+    @classmethod
+    def parse(cls: type[Choice], value: Choice | str) -> Choice:
+        """Accept a member or its name; raise ValueError naming the choices otherwise."""
+        if isinstance(value, cls):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in cls)
+            raise ValueError(f"{cls.__option__} must be one of {choices}, got {value!r}") from None
+
+
+class FsyncPolicy(OptionEnum):
     """When appended bytes are made durable. See the README for what each can lose."""
+
+    __option__ = "fsync"
 
     ALWAYS = "always"
     BATCH = "batch"
     INTERVAL = "interval"
     NEVER = "never"
-
-    @classmethod
-    def parse(cls, value: FsyncPolicy | str) -> FsyncPolicy:
-        """Accept a policy or its name; raise ValueError naming the choices otherwise."""
-        if isinstance(value, FsyncPolicy):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(repr(p.value) for p in cls)
-            raise ValueError(f"fsync must be one of {choices}, got {value!r}") from None
 
     @property
     def durable_ack(self) -> bool:

@@ -22,7 +22,6 @@ Strategy and invariants
 
 from __future__ import annotations
 
-import enum
 import logging
 import uuid
 from collections.abc import Callable
@@ -40,6 +39,7 @@ from .codec import (
     decode_segment_header,
     read_frame,
 )
+from .durability import OptionEnum
 from .errors import CorruptionError
 from .index import SparseIndex
 from .segment import (
@@ -66,23 +66,14 @@ __all__ = [
 logger = logging.getLogger("segmentlog")
 
 
-class RecoveryMode(enum.Enum):
+class RecoveryMode(OptionEnum):
     """What recovery does with damage. See the module docstring."""
+
+    __option__ = "recovery"
 
     STRICT = "strict"
     TOLERATE_TAIL = "tolerate_tail"
     SALVAGE = "salvage"
-
-    @classmethod
-    def parse(cls, value: RecoveryMode | str) -> RecoveryMode:
-        """Accept a mode or its name; raise ValueError naming the choices otherwise."""
-        if isinstance(value, RecoveryMode):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(f"recovery must be one of {choices}, got {value!r}") from None
 
 
 class RecoveryReport(msgspec.Struct, frozen=True, kw_only=True):
