@@ -231,20 +231,19 @@ def walk_frames(
     first: int,
     last: int,
     max_record_bytes: int,
-    out: list[memoryview] | None,
+    out: list[bytes] | None,
     starts: list[int] | None = None,
 ) -> tuple[int, int, NeedData | FrameCorruption | None]:
     """Walk frames of ``buf`` (immutable) from ``pos``, expecting ``seq`` first.
 
     Frames with seqs before ``first`` are skipped by their headers alone (no checksum, no
     decode); frames from ``first`` to ``last`` are verified, their payloads appended to
-    ``out`` as zero-copy views and their offsets to ``starts`` (each when given). Returns
+    ``out`` and their offsets to ``starts`` (each when given). Returns
     ``(pos, next_seq, stop)``: ``stop`` is ``None`` once ``last`` was reached, ``NEED_DATA``
     when ``buf`` ends (at or inside a frame), or the corruption met. This is ``read_frame``
     unrolled for the read and recovery paths, which spend most of their time here.
     """
     unpack = FRAME_HEADER.unpack_from
-    view = memoryview(buf)
     size = len(buf)
     while seq <= last:
         if size - pos < FRAME_HEADER_SIZE:
@@ -267,10 +266,12 @@ def walk_frames(
                 FrameCorruption(pos, f"seq {frame_seq} where {seq} was expected", frame_seq),
             )
         if seq >= first:
-            if _xxh3(view[pos + FRAME_CHECKSUM_START : end]) != checksum:
+            # Slicing bytes copies, yet for records of a few hundred bytes it is cheaper than
+            # making a memoryview (measured: about half the cost per frame).
+            if _xxh3(buf[pos + FRAME_CHECKSUM_START : end]) != checksum:
                 return pos, seq, FrameCorruption(pos, "checksum mismatch", frame_seq)
             if out is not None:
-                out.append(view[pos + FRAME_HEADER_SIZE : end])
+                out.append(buf[pos + FRAME_HEADER_SIZE : end])
             if starts is not None:
                 starts.append(pos)
         pos = end

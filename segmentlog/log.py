@@ -1090,7 +1090,7 @@ class SegmentLog(Generic[E]):
                 plan.append((seg, seg.size))
                 if seg.last_seq >= last:
                     break
-        payloads: list[memoryview] = []
+        payloads: list[bytes] = []
         for seg, size in plan:
             self._read_segment(seg, size, first, last, payloads)
             first = seg.last_seq + 1
@@ -1109,7 +1109,7 @@ class SegmentLog(Generic[E]):
         size: int,
         first: int,
         last: int,
-        out: list[memoryview],
+        out: list[bytes],
     ) -> None:
         """Append payloads of seqs ``first..last`` found in ``seg`` (up to ``size``) to out.
 
