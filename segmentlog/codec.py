@@ -325,8 +325,9 @@ class FrameEncoder:
             )
         marks = durable | FRAME_CONTINUED if continued else durable
         FRAME_HEADER.pack_into(buf, start, FRAME_MAGIC, 0, length, seq, marks)
-        # The temporary views are released as soon as the hash returns (buf may grow later).
-        checksum = _xxh3(memoryview(buf)[start + FRAME_CHECKSUM_START :])
+        # A bytearray slice (a copy) is cheaper than a memoryview for small records, and
+        # leaves no export on ``buf``, which later frames grow.
+        checksum = _xxh3(buf[start + FRAME_CHECKSUM_START :])
         _FRAME_CHECKSUM.pack_into(buf, start + 4, checksum)
         return FRAME_HEADER_SIZE + length
 

@@ -825,7 +825,7 @@ class SegmentLog(Generic[E]):
             start = len(buf)
             size = encode(buf, env, durable, i < last)
             if check is not None:
-                check(memoryview(buf)[start + FRAME_HEADER_SIZE : start + size], env)
+                check(buf[start + FRAME_HEADER_SIZE : start + size], env)
         return buf
 
     def _index_frames(
