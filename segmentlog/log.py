@@ -1039,15 +1039,24 @@ class SegmentLog(Generic[E]):
     # --- syncing -------------------------------------------------------------------------
 
     def sync(self) -> None:
-        """Make every acknowledged append durable now (whatever the fsync policy)."""
+        """Make every acknowledged append durable now (whatever the fsync policy).
+
+        Covers the runs this process has touched, including tails that a crashed process
+        wrote but never synced.
+        """
         self._check_open()
         if self._read_only:
             return
-        for run in list(self._runs.values()):
-            if run.segments and run.durable_seq < run.last_seq:
-                self._sync_run(run, run.last_seq)
+        self._sync_runs(only_appended=False)
         if self._failed is not None:
             self._check_writable()
+
+    def _sync_runs(self, only_appended: bool) -> None:
+        for run in builtins.list(self._runs.values()):
+            if only_appended and not run.appends:
+                continue
+            if run.segments and run.durable_seq < run.last_seq:
+                self._sync_run(run, run.last_seq)
 
     def _flush_dirty(self) -> None:
         """The interval flusher's tick: sync every run with unsynced appends."""
@@ -1316,8 +1325,10 @@ class SegmentLog(Generic[E]):
         if self._flusher is not None:
             self._flusher.stop()
         if self._failed is None and not self._read_only and self._policy is not FsyncPolicy.NEVER:
+            # Only what this process appended: a reader that merely recovered runs should
+            # not pay an fsync per run it looked at (``sync()`` covers those on request).
             with contextlib.suppress(LogFailedError):
-                self.sync()
+                self._sync_runs(only_appended=True)
         self._closed = True
         with self._appended:
             self._appended.notify_all()
