@@ -23,7 +23,6 @@ Strategy and invariants
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import itertools
 import json
@@ -1052,7 +1051,7 @@ class SegmentLog(Generic[E]):
             self._check_writable()
 
     def _sync_runs(self, only_appended: bool) -> None:
-        for run in builtins.list(self._runs.values()):
+        for run in list(self._runs.values()):
             if only_appended and not run.appends:
                 continue
             if run.segments and run.durable_seq < run.last_seq:
@@ -1060,7 +1059,7 @@ class SegmentLog(Generic[E]):
 
     def _flush_dirty(self) -> None:
         """The interval flusher's tick: sync every run with unsynced appends."""
-        for run in builtins.list(self._runs.values()):
+        for run in list(self._runs.values()):
             if self._closed or self._failed is not None:
                 return
             if run.segments and run.durable_seq < run.last_seq:
@@ -1306,7 +1305,7 @@ class SegmentLog(Generic[E]):
                 for r in self._lru.values()
                 for s in r.segments[-1:]
             )
-        runs = builtins.list(self._runs.values())
+        runs = list(self._runs.values())
         return LogStats(
             appends=sum(r.appends for r in runs),
             bytes_written=sum(r.bytes_written for r in runs),
@@ -1332,7 +1331,7 @@ class SegmentLog(Generic[E]):
         self._closed = True
         with self._appended:
             self._appended.notify_all()
-        for run in builtins.list(self._runs.values()):
+        for run in list(self._runs.values()):
             with run.lock:
                 for seg in run.segments:
                     seg.close(self._fs)
