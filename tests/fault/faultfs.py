@@ -728,31 +728,35 @@ class FaultFS(FileSystem):
             dst_parent.entries[dst_name] = node
             src_parent.mtime = dst_parent.mtime = self.clock()
 
+    def _existing(self, path: str, *, is_dir: bool) -> tuple[_Dir, str, _File | _Dir]:
+        """The entry at ``path`` with its parent: ENOENT if missing, EISDIR or ENOTDIR if it
+        is not of the kind asked for (as unlink, rmdir and rmtree report)."""
+        parent, name = self._parent(path)
+        node = parent.entries.get(name)
+        if node is None:
+            raise _oserror(errno.ENOENT, path)
+        if isinstance(node, _Dir) != is_dir:
+            raise _oserror(errno.ENOTDIR if is_dir else errno.EISDIR, path)
+        return parent, name, node
+
+    def _detach(self, parent: _Dir, name: str) -> None:
+        del parent.entries[name]
+        parent.mtime = self.clock()
+
     def unlink(self, path: str) -> None:
         with self._mutex:
             self._enter("unlink", path)
-            parent, name = self._parent(path)
-            node = parent.entries.get(name)
-            if node is None:
-                raise _oserror(errno.ENOENT, path)
-            if isinstance(node, _Dir):
-                raise _oserror(errno.EISDIR, path)
-            del parent.entries[name]
-            parent.mtime = self.clock()
+            parent, name, _ = self._existing(path, is_dir=False)
+            self._detach(parent, name)
 
     def rmdir(self, path: str) -> None:
         with self._mutex:
             self._enter("rmdir", path)
-            parent, name = self._parent(path)
-            node = parent.entries.get(name)
-            if node is None:
-                raise _oserror(errno.ENOENT, path)
-            if not isinstance(node, _Dir):
-                raise _oserror(errno.ENOTDIR, path)
+            parent, name, node = self._existing(path, is_dir=True)
+            assert isinstance(node, _Dir)
             if node.entries:
                 raise _oserror(errno.ENOTEMPTY, path)
-            del parent.entries[name]
-            parent.mtime = self.clock()
+            self._detach(parent, name)
 
     def rmtree(self, path: str) -> None:
         # One call, as shutil.rmtree is one call for the engine. Inside, entries vanish from
@@ -761,15 +765,10 @@ class FaultFS(FileSystem):
         # only if the top-level unlink was not synced).
         with self._mutex:
             self._enter("rmtree", path)
-            parent, name = self._parent(path)
-            node = parent.entries.get(name)
-            if node is None:
-                raise _oserror(errno.ENOENT, path)
-            if not isinstance(node, _Dir):
-                raise _oserror(errno.ENOTDIR, path)
+            parent, name, node = self._existing(path, is_dir=True)
+            assert isinstance(node, _Dir)
             self._empty_live(node)
-            del parent.entries[name]
-            parent.mtime = self.clock()
+            self._detach(parent, name)
 
     def _empty_live(self, node: _Dir) -> None:
         for child in node.entries.values():
