@@ -16,7 +16,9 @@ __all__ = [
     "AppendError",
     "CorruptionError",
     "FormatVersionError",
+    "IdempotencyConflictError",
     "InvalidEventError",
+    "InvalidKeyError",
     "LockedError",
     "LogClosedError",
     "LogFailedError",
@@ -26,6 +28,7 @@ __all__ = [
     "RecordTooLargeError",
     "SchemaMismatchError",
     "SegmentLogError",
+    "SeqConflictError",
 ]
 
 
@@ -60,6 +63,45 @@ class RecordTooLargeError(AppendError, ValueError):
 
     Nothing was written. Split the event, or open the log with a larger ``max_record_bytes``.
     """
+
+
+class InvalidKeyError(AppendError, ValueError):
+    """Raised by ``append``/``append_batch`` when an idempotency key is not acceptable.
+
+    A key must be a non-empty ``str`` of at most 256 bytes of UTF-8. Nothing was written.
+    """
+
+
+class IdempotencyConflictError(AppendError):
+    """Raised when an idempotency key the run already holds comes with a different event,
+    or when a batch mixes keys the run holds with new ones. Nothing was written.
+
+    ``run_id`` and ``key`` name the conflict; ``seq`` is the stored event's seq. Use a new
+    key for a new event, or retry with exactly the event that was first appended.
+    """
+
+    def __init__(self, message: str, *, run_id: uuid.UUID, key: str, seq: int | None) -> None:
+        self.run_id = run_id
+        self.key = key
+        self.seq = seq
+        super().__init__(message)
+
+
+class SeqConflictError(AppendError):
+    """Raised by a conditional append (``expected_seq=``) when the run's last seq differs.
+
+    ``expected`` is what the caller passed, ``actual`` the run's last seq (0 for a run with
+    no events). Nothing was written: read the run again, then decide whether to append.
+    """
+
+    def __init__(self, run_id: uuid.UUID, expected: int, actual: int) -> None:
+        self.run_id = run_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"run {run_id}: expected last seq {expected}, but it is {actual}; nothing was "
+            "written. Read the run's new events, then retry with the new expected_seq"
+        )
 
 
 class LogClosedError(SegmentLogError):

@@ -277,11 +277,14 @@ AgentEvent = (
 E = TypeVar("E")
 
 
-class Envelope(msgspec.Struct, Generic[E], frozen=True):
+class Envelope(msgspec.Struct, Generic[E], frozen=True, omit_defaults=True):
     """An event as stored: identity and per-run sequence assigned by the store.
 
     ``seq`` starts at 1 for each run and has no gaps. ``session_id`` comes from the run's
-    ``RunStarted`` event (``None`` before one was seen). ``event_id`` is a UUIDv7.
+    ``RunStarted`` event (``None`` before one was seen). ``event_id`` is a UUIDv7. ``key`` is
+    the idempotency key the event was appended with (``None`` when it had none); it is left
+    out of the encoding when ``None``, so records without a key are byte-identical to those
+    written before the field existed.
     """
 
     event_id: uuid.UUID
@@ -290,6 +293,7 @@ class Envelope(msgspec.Struct, Generic[E], frozen=True):
     session_id: uuid.UUID | None
     event: E
     emitted_at: datetime
+    key: str | None = None
 
     @property
     def is_terminal(self) -> bool:

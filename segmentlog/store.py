@@ -8,6 +8,8 @@ Strategy and invariants
   in order, at most ``limit``; ``after_seq`` of ``None`` or ``0`` means from the start.
 - An unknown run is ``NotFoundError``; a negative ``after_seq`` or a ``limit`` below 1 is a
   ``ValueError`` (checked by ``check_page_args``, shared by every backend).
+- Idempotency keys and ``expected_seq`` are checked by ``check_append_args`` before any
+  backend touches storage, so every backend refuses the same bad input the same way.
 """
 
 from __future__ import annotations
@@ -16,12 +18,22 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+from .errors import InvalidKeyError
 from .events import Envelope
 
-__all__ = ["DEFAULT_PAGE_LIMIT", "EventStore", "check_page_args"]
+__all__ = [
+    "DEFAULT_PAGE_LIMIT",
+    "MAX_KEY_BYTES",
+    "EventStore",
+    "check_append_args",
+    "check_key",
+    "check_page_args",
+]
 
 #: The ``limit`` used by ``list_after`` when none is given.
 DEFAULT_PAGE_LIMIT = 1000
+#: Longest idempotency key, in bytes of UTF-8.
+MAX_KEY_BYTES = 256
 
 E = TypeVar("E")
 
@@ -60,3 +72,54 @@ def check_page_args(run_id: Any, after_seq: int | None, limit: int) -> int:
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
     return after_seq
+
+
+def check_key(key: object) -> str:
+    """Return ``key`` if it is a valid idempotency key, else raise ``InvalidKeyError``."""
+    if not isinstance(key, str):
+        raise InvalidKeyError(f"an idempotency key must be a str, got {type(key).__name__}")
+    if not key:
+        raise InvalidKeyError("an idempotency key must not be empty; pass None for no key")
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise InvalidKeyError(
+            f"an idempotency key is at most {MAX_KEY_BYTES} bytes of UTF-8, got {size}; "
+            "use a shorter key (a hash of a long one, for example)"
+        )
+    return key
+
+
+def check_append_args(
+    count: int, keys: Sequence[str | None] | None, expected_seq: int | None
+) -> list[str | None] | None:
+    """Validate the keys and ``expected_seq`` of an append of ``count`` events.
+
+    Returns the keys as a list (``None`` when no event has a key). Raises ``InvalidKeyError``
+    for a bad key, ``ValueError`` when ``keys`` has the wrong length or repeats a key, and
+    ``TypeError``/``ValueError`` for an ``expected_seq`` that is not an int >= 0.
+    """
+    if expected_seq is not None:
+        if isinstance(expected_seq, bool) or not isinstance(expected_seq, int):
+            raise TypeError(
+                f"expected_seq must be an int or None, got {type(expected_seq).__name__}"
+            )
+        if expected_seq < 0:
+            raise ValueError(
+                f"expected_seq must be >= 0 (0: the run must not exist yet), got {expected_seq}"
+            )
+    if keys is None:
+        return None
+    if isinstance(keys, str):
+        raise TypeError("keys must be a sequence of str or None, one per event, not a str")
+    out = list(keys)
+    if len(out) != count:
+        raise ValueError(f"keys has {len(out)} entries for {count} events; give one per event")
+    seen: set[str] = set()
+    for key in out:
+        if key is None:
+            continue
+        check_key(key)
+        if key in seen:
+            raise ValueError(f"key {key!r} appears twice in one batch; each key names one event")
+        seen.add(key)
+    return out if seen else None
