@@ -6,7 +6,7 @@ records, with a sparse seq index so ``list_after`` seeks instead of scanning.
 
 from __future__ import annotations
 
-from .durability import FsyncPolicy
+from ._fs import PLATFORM_SYNC
 from .errors import (
     AppendError,
     CorruptionError,
@@ -21,9 +21,11 @@ from .errors import (
     NotFoundError,
     ReadOnlyError,
     RecordTooLargeError,
+    RepairError,
     SchemaMismatchError,
     SegmentLogError,
     SeqConflictError,
+    UnsupportedPlatformError,
 )
 from .events import (
     AgentEvent,
@@ -54,15 +56,20 @@ from .events import (
     UsageRecorded,
     new_event_id,
 )
+from .format import NATIVE
 from .log import LogOptions, LogStats, RunInfo, SegmentLog, open
+from .maintenance import Problem, QuarantineEntry
 from .memory import FailingEventStore, MemoryEventStore
-from .recovery import Problem, RecoveryMode, RecoveryReport
+from .options import FsyncPolicy, RecoveryMode
+from .repair import RecoveryReport
 from .store import DEFAULT_PAGE_LIMIT, EventStore
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_PAGE_LIMIT",
+    "NATIVE",
+    "PLATFORM_SYNC",
     "AgentEvent",
     "AppendError",
     "AssistantMessageCommitted",
@@ -91,10 +98,12 @@ __all__ = [
     "NotASegmentLogError",
     "NotFoundError",
     "Problem",
+    "QuarantineEntry",
     "ReadOnlyError",
     "RecordTooLargeError",
     "RecoveryMode",
     "RecoveryReport",
+    "RepairError",
     "RunCancelled",
     "RunCompleted",
     "RunFailed",
@@ -115,6 +124,7 @@ __all__ = [
     "ToolExecutionResult",
     "ToolExecutionStarted",
     "ToolMessageCommitted",
+    "UnsupportedPlatformError",
     "UsageRecorded",
     "__version__",
     "new_event_id",

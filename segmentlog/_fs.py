@@ -1,11 +1,20 @@
-"""The file-system layer: the only module in segmentlog that calls ``os``.
+"""The file-system layer: the only module in segmentlog that calls ``os`` for file I/O.
 
 Strategy and invariants
 - The engine does every file-system call through a ``FileSystem`` object, so tests can swap
   in a layer that fails the Nth write or fsync, tears writes, counts bytes read, or forgets
   everything unsynced on a simulated power loss (see ``tests/fault/``).
-- Calls are thin: no buffering, no retries. ``write`` may write fewer bytes than asked (as
-  ``os.write`` may); the caller handles it. An fsync is never retried after an error.
+- Calls are thin: no buffering, no retries. ``write``/``pwrite`` may write fewer bytes than
+  asked (as ``os.write`` may); the caller handles it. An fsync is never retried after an error.
+- One place decides how to flush (``PLATFORM_SYNC``): ``fdatasync`` on Linux, ``fcntl(fd,
+  F_FULLFSYNC)`` on macOS (a plain ``fsync`` there leaves data in the drive's cache; with
+  ``full_fsync=False`` the faster, weaker ``fsync`` is used), and ``fsync`` on other POSIX
+  systems. Directories are flushed with ``fsync`` (``F_FULLFSYNC`` on macOS).
+- Preallocation uses ``posix_fallocate`` where the platform has it and is a no-op elsewhere
+  (measured on this project's ext4 disk: 1.35x more write+fdatasync per second than a growing
+  file, the same as zero-filling, which costs the I/O of the zeros).
+- ``fcntl`` is imported lazily-tolerantly: on Windows ``import segmentlog`` works, and
+  ``FileSystem.check_supported`` raises ``UnsupportedPlatformError`` when a log is opened.
 - Paths are ``str``; file descriptors are ``int``. Errors are the ``OSError`` the OS raised.
 """
 
@@ -13,30 +22,118 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import shutil
+import sys
+from collections.abc import Callable
+from types import ModuleType
 
-__all__ = ["OS_FS", "FileSystem"]
+from .errors import UnsupportedPlatformError
+
+__all__ = ["OS_FS", "PLATFORM_SYNC", "FileSystem", "platform_sync"]
+
+_fcntl: ModuleType | None
+try:
+    import fcntl as _fcntl
+except ImportError:  # Windows
+    _fcntl = None
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_WOULD_BLOCK = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+
+
+def platform_sync(full_fsync: bool = True) -> str:
+    """How this platform makes file data durable: "fdatasync", "F_FULLFSYNC", "fsync" or
+    "unsupported" (no POSIX file locking, e.g. Windows)."""
+    if _fcntl is None:
+        return "unsupported"
+    if hasattr(os, "fdatasync"):
+        return "fdatasync"
+    if full_fsync and hasattr(_fcntl, "F_FULLFSYNC"):
+        return "F_FULLFSYNC"
+    return "fsync"
+
+
+#: How durable appends are flushed on this platform with the default options.
+PLATFORM_SYNC = platform_sync()
+
+
+def _full_fsync(fd: int) -> None:
+    assert _fcntl is not None
+    _fcntl.fcntl(fd, _fcntl.F_FULLFSYNC)
+
+
+def _dir_full_fsync(fd: int) -> None:
+    try:
+        _full_fsync(fd)
+    except OSError as exc:  # some file systems refuse F_FULLFSYNC on a directory
+        if exc.errno not in (errno.EINVAL, errno.ENOTTY, errno.ENOTSUP):
+            raise
+        os.fsync(fd)
+
+
+def _sync_functions(method: str) -> tuple[Callable[[int], None], Callable[[int], None]]:
+    """The file and directory flush functions of a ``platform_sync`` method."""
+    if method == "fdatasync":
+        return os.fdatasync, os.fsync
+    if method == "F_FULLFSYNC":
+        return _full_fsync, _dir_full_fsync
+    return os.fsync, os.fsync
 
 
 class FileSystem:
-    """The real file system. Subclass and override to inject faults in tests."""
+    """The real file system. Subclass and override to inject faults in tests.
+
+    ``full_fsync`` chooses, on macOS, between ``F_FULLFSYNC`` (durable) and plain ``fsync``.
+    A subclass that does not call ``__init__`` gets the platform's defaults.
+    """
+
+    #: How ``fdatasync`` makes data durable here (see ``platform_sync``).
+    sync_method: str = PLATFORM_SYNC
+
+    def __init__(self, *, full_fsync: bool = True) -> None:
+        self.sync_method = platform_sync(full_fsync)
+        self._sync_data, self._sync_dir = _sync_functions(self.sync_method)
+
+    def _flushers(self) -> tuple[Callable[[int], None], Callable[[int], None]]:
+        try:
+            return self._sync_data, self._sync_dir
+        except AttributeError:  # a subclass that skipped __init__
+            self._sync_data, self._sync_dir = _sync_functions(self.sync_method)
+            return self._sync_data, self._sync_dir
+
+    def check_supported(self) -> None:
+        """Raise ``UnsupportedPlatformError`` where segment logs cannot run."""
+        if self.sync_method == "unsupported":
+            raise UnsupportedPlatformError(
+                f"segmentlog.open needs POSIX file locking, which {sys.platform} lacks; "
+                "segment logs run on Linux, macOS and other POSIX systems. On this platform "
+                "use MemoryEventStore or segmentlog.postgres.PostgresEventStore"
+            )
 
     # --- descriptors ---------------------------------------------------------------------
 
     def open_read(self, path: str) -> int:
         """Open an existing file for reading."""
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        return os.open(path, os.O_RDONLY | _O_CLOEXEC)
+
+    def open_write(self, path: str) -> int:
+        """Open an existing file for positional writes (``pwrite``) and reads."""
+        return os.open(path, os.O_RDWR | _O_CLOEXEC)
 
     def open_append(self, path: str, *, create: bool = False) -> int:
         """Open a file for appending (every write goes to the end) and reading."""
-        flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        flags = os.O_RDWR | os.O_APPEND | _O_CLOEXEC | (os.O_CREAT if create else 0)
         return os.open(path, flags, 0o644)
 
     def create_new(self, path: str) -> int:
         """Create (or empty) a file for writing and reading."""
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | _O_CLOEXEC, 0o644)
+
+    def create_exclusive(self, path: str) -> int:
+        """Create a file that must not exist yet (``FileExistsError`` if it does)."""
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
 
     def close(self, fd: int) -> None:
         """Close a descriptor."""
@@ -45,6 +142,10 @@ class FileSystem:
     def write(self, fd: int, data: bytes | bytearray | memoryview) -> int:
         """Write at the descriptor's position; returns bytes written (may be short)."""
         return os.write(fd, data)
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> int:
+        """Write at ``offset``; returns bytes written (may be short)."""
+        return os.pwrite(fd, data, offset)
 
     def pread(self, fd: int, size: int, offset: int) -> bytes:
         """Read up to ``size`` bytes at ``offset``."""
@@ -55,37 +156,66 @@ class FileSystem:
         os.fsync(fd)
 
     def fdatasync(self, fd: int) -> None:
-        """Flush the file's data (and the metadata needed to read it) to stable storage."""
-        os.fdatasync(fd)
+        """Flush the file's data (and the metadata needed to read it) to stable storage,
+        the platform's way (``PLATFORM_SYNC``)."""
+        self._flushers()[0](fd)
 
     def truncate(self, fd: int, length: int) -> None:
-        """Cut the file to ``length`` bytes."""
+        """Cut (or extend with zeros) the file to ``length`` bytes."""
         os.ftruncate(fd, length)
+
+    def trim(self, fd: int, length: int) -> None:
+        """Cut preallocated zeros off at ``length``, keeping the modification time (the
+        log's content did not change, and retention goes by it)."""
+        st = os.fstat(fd)
+        os.ftruncate(fd, length)
+        with contextlib.suppress(OSError, NotImplementedError):
+            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     def size(self, fd: int) -> int:
         """The file's current size in bytes."""
         return os.fstat(fd).st_size
 
-    def lock(self, fd: int) -> bool:
-        """Take an exclusive, non-blocking lock on an open file; False if another holds it."""
+    def preallocate(self, fd: int, offset: int, length: int) -> bool:
+        """Reserve ``[offset, offset + length)`` as zeros, growing the file to cover it.
+
+        Returns False where the platform or file system cannot (nothing was changed then).
+        Raises ``OSError`` (``ENOSPC``) when the disk is full.
+        """
+        fallocate = getattr(os, "posix_fallocate", None)
+        if fallocate is None or self.__dict__.get("_no_fallocate"):
+            return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fallocate(fd, offset, length)
         except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                self._no_fallocate = True
+                return False
+            raise
+        return True
+
+    def lock(self, fd: int, *, shared: bool = False) -> bool:
+        """Take a non-blocking ``flock`` (exclusive, or shared); False if another holds it."""
+        assert _fcntl is not None
+        try:
+            _fcntl.flock(fd, (_fcntl.LOCK_SH if shared else _fcntl.LOCK_EX) | _fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in _WOULD_BLOCK:
                 return False
             raise
         return True
 
     def is_locked(self, path: str) -> bool:
-        """True when another open file description holds the lock on ``path``."""
+        """True when another open file description holds an exclusive lock on ``path``."""
+        assert _fcntl is not None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
         except FileNotFoundError:
             return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            _fcntl.flock(fd, _fcntl.LOCK_SH | _fcntl.LOCK_NB)
         except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            if exc.errno in _WOULD_BLOCK:
                 return True
             raise
         finally:
@@ -96,8 +226,14 @@ class FileSystem:
 
     def read_file(self, path: str) -> bytes:
         """Read a whole (small) file."""
-        with open(path, "rb") as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
+        try:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
 
     def file_size(self, path: str) -> int:
         """Size of the file at ``path``."""
@@ -141,9 +277,9 @@ class FileSystem:
 
     def fsync_dir(self, path: str) -> None:
         """Make a directory's entries (creates, renames, unlinks) durable."""
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
         try:
-            os.fsync(fd)
+            self._flushers()[1](fd)
         finally:
             os.close(fd)
 

@@ -38,7 +38,7 @@ from ._fs import FileSystem
 from .errors import LogClosedError, NotFoundError
 from .events import Envelope
 from .log import LogStats, RunInfo, SegmentLog
-from .recovery import RecoveryReport
+from .repair import RecoveryReport
 from .store import DEFAULT_PAGE_LIMIT, check_page_args
 
 __all__ = ["DEFAULT_THREADS", "AsyncSegmentLog", "open"]

@@ -30,7 +30,7 @@ from typing import IO, Any, NoReturn
 
 import msgspec
 
-from . import __version__, recovery
+from . import __version__, maintenance
 from . import log as log_module
 from ._progress import Progress
 from .errors import (
@@ -514,7 +514,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         done = checked
 
     try:
-        problems = recovery.verify(args.dir, args.run, progress=advance)
+        problems = maintenance.verify(args.dir, args.run, progress=advance)
     finally:
         if progress is not None:
             progress.close()
@@ -546,7 +546,7 @@ def _cmd_recover(args: argparse.Namespace) -> int:
     # recover opens the log for writing; check first so that a typo never creates a directory.
     with _open_read(args.dir):
         pass
-    reports = recovery.recover(args.dir)
+    reports = maintenance.recover(args.dir)
     out = _Output(flush_lines=False)
     for r in reports:
         span = ""

@@ -1,68 +1,38 @@
-"""fsync policies, fsync accounting, and the interval flusher.
+"""Durability machinery: fsync timing, the interval flusher, group commit and fail-stop.
 
 Strategy and invariants
-- ``FsyncPolicy`` names when an append's bytes reach stable storage:
-  ``always`` (each append fdatasyncs before returning), ``batch`` (group commit: appenders
-  wait for one shared fdatasync that covers their bytes), ``interval`` (a background thread
-  syncs every ``fsync_interval_ms``), ``never`` (the OS decides).
-- Under every policy the frame is written to the kernel before ``append`` returns, so a
-  process crash loses nothing acknowledged.
-- An fsync is never retried: after an error the page cache may have dropped the data, and a
-  second fsync could report success for bytes that are gone. The caller fails stop.
-- ``FsyncTimer`` records latencies for ``stats()`` and logs fsyncs slower than a threshold
-  through the ``segmentlog`` logger.
+- ``FsyncTimer`` times every fsync for ``stats()`` and logs slow ones through the
+  ``segmentlog`` logger. An fsync is never retried: after an error the page cache may have
+  dropped the data, and a second fsync could report success for bytes that are gone.
+- ``LogState`` is the log's one-way state (open -> failed -> closed), passed down to every
+  run, so that any layer checks and sets the same fail-stop flag and raises the same errors.
+- ``GroupCommit`` is the writer queue of one run (LevelDB's model): every append enqueues a
+  request; the first one becomes the leader, takes everything queued, writes it with one
+  write and makes it durable with one fdatasync, then hands leadership to the next queued
+  request. So each fdatasync covers every append that arrived while the previous one ran.
+  Followers sleep on a lock of their own, released exactly once by the leader: no condition
+  variable, no thundering herd (rejected: a shared condition, where every fsync woke every
+  waiter to re-check, and GIL hand-offs kept groups at about two appends).
+- ``IntervalFlusher`` calls a flush function every ``fsync_interval_ms``.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
+from _thread import allocate_lock
 from collections import deque
 from collections.abc import Callable
-from typing import ClassVar, TypeVar
+from typing import Any, Generic, TypeVar
 
-__all__ = ["FsyncPolicy", "FsyncTimer", "IntervalFlusher", "OptionEnum"]
+from .errors import LogClosedError, LogFailedError, ReadOnlyError
+
+__all__ = ["FsyncTimer", "GroupCommit", "IntervalFlusher", "LogState", "Request", "logger"]
 
 logger = logging.getLogger("segmentlog")
 
-
-Choice = TypeVar("Choice", bound="OptionEnum")
-
-
-class OptionEnum(enum.Enum):
-    """An option that takes one of a few names (``fsync``, ``recovery``)."""
-
-    #: The option's name, for error messages.
-    __option__: ClassVar[str] = "option"
-
-    @classmethod
-    def parse(cls: type[Choice], value: Choice | str) -> Choice:
-        """Accept a member or its name; raise ValueError naming the choices otherwise."""
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(value)
-        except ValueError:
-            choices = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(f"{cls.__option__} must be one of {choices}, got {value!r}") from None
-
-
-class FsyncPolicy(OptionEnum):
-    """When appended bytes are made durable. See the README for what each can lose."""
-
-    __option__ = "fsync"
-
-    ALWAYS = "always"
-    BATCH = "batch"
-    INTERVAL = "interval"
-    NEVER = "never"
-
-    @property
-    def durable_ack(self) -> bool:
-        """True when an acknowledged append survives power loss."""
-        return self in (FsyncPolicy.ALWAYS, FsyncPolicy.BATCH)
+T = TypeVar("T")
 
 
 class FsyncTimer:
@@ -93,6 +63,122 @@ class FsyncTimer:
             return 0.0
         i = min(len(samples) - 1, int(q * len(samples)))
         return samples[i] * 1e6
+
+
+class LogState:
+    """A log's lifecycle: open, failed (fail-stop after an I/O error), closed."""
+
+    __slots__ = ("closed", "failed", "path", "read_only")
+
+    def __init__(self, path: str, read_only: bool) -> None:
+        self.path = path
+        self.read_only = read_only
+        self.failed: BaseException | None = None
+        self.closed = False
+
+    def check_open(self) -> None:
+        """Raise ``LogClosedError`` once the log is closed."""
+        if self.closed:
+            raise LogClosedError(f"the log at {self.path} is closed; open it again")
+
+    def check_writable(self) -> None:
+        """Raise unless appends are accepted: closed, read-only or failed logs refuse them."""
+        if self.closed:
+            raise LogClosedError(f"the log at {self.path} is closed; open it again")
+        if self.read_only:
+            raise ReadOnlyError(
+                f"the log at {self.path} was opened read_only; open it without read_only to write"
+            )
+        if self.failed is not None:
+            raise LogFailedError(
+                f"the log at {self.path} stopped accepting appends after an I/O error "
+                f"({self.failed}); fix the cause (disk full? failing disk?) and reopen it",
+                self.failed,
+            )
+
+    def fail(self, exc: BaseException) -> LogFailedError:
+        """Enter fail-stop (the first error wins) and return the error for the caller."""
+        if self.failed is None:
+            self.failed = exc
+            logger.error("segmentlog %s failed stop: %s", self.path, exc)
+        return LogFailedError(
+            f"append failed and was rolled back: {exc}. The log now refuses appends until "
+            "it is reopened; fix the cause (disk full? failing disk?) and reopen it",
+            exc,
+        )
+
+
+class Request(Generic[T]):
+    """One caller's work in a group: its input, and the result or error the leader sets."""
+
+    __slots__ = ("done", "error", "result", "wake", "work")
+
+    def __init__(self, work: Any) -> None:
+        self.work = work
+        self.result: T | None = None
+        self.error: BaseException | None = None
+        self.done = False
+        self.wake: Any = None
+
+    def outcome(self) -> T:
+        """The result, or raise the error."""
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
+
+
+class GroupCommit(Generic[T]):
+    """Leader/follower group commit for one run. See the module docstring."""
+
+    __slots__ = ("_leading", "_mu", "_queue", "groups", "requests")
+
+    def __init__(self) -> None:
+        self._mu = threading.Lock()
+        self._queue: list[Request[T]] = []
+        self._leading = False
+        #: Groups committed and requests in them (their ratio is appends per fsync).
+        self.groups = 0
+        self.requests = 0
+
+    def submit(self, work: Any, process: Callable[[list[Request[T]]], None]) -> T:
+        """Queue ``work``; return its result once a leader (maybe this thread) committed it.
+
+        ``process`` commits a group: it sets each request's ``result`` or ``error``; an
+        exception it raises becomes the error of every request it did not settle.
+        """
+        req: Request[T] = Request(work)
+        with self._mu:
+            self._queue.append(req)
+            if self._leading:
+                req.wake = wake = allocate_lock()
+                wake.acquire()
+            else:
+                self._leading = True
+        if req.wake is not None:
+            req.wake.acquire()  # released when done, or when promoted to leader
+            if req.done:
+                return req.outcome()
+        with self._mu:
+            group, self._queue = self._queue, []
+        try:
+            process(group)
+        except BaseException as exc:
+            for other in group:
+                if other.error is None and other.result is None:
+                    other.error = exc
+        finally:
+            self.groups += 1
+            self.requests += len(group)
+            for other in group:
+                other.done = True
+                if other is not req:
+                    other.wake.release()
+            with self._mu:
+                if self._queue:
+                    self._queue[0].wake.release()  # promote: it leads the next group
+                else:
+                    self._leading = False
+        return req.outcome()
 
 
 class IntervalFlusher:

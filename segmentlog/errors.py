@@ -26,9 +26,11 @@ __all__ = [
     "NotFoundError",
     "ReadOnlyError",
     "RecordTooLargeError",
+    "RepairError",
     "SchemaMismatchError",
     "SegmentLogError",
     "SeqConflictError",
+    "UnsupportedPlatformError",
 ]
 
 
@@ -132,6 +134,14 @@ class LockedError(SegmentLogError):
     """
 
 
+class UnsupportedPlatformError(SegmentLogError):
+    """Raised by ``segmentlog.open`` on a platform where segment logs cannot run (Windows).
+
+    ``import segmentlog`` still works there, and so do ``MemoryEventStore``, the PostgreSQL
+    store and the format codec. The message names what is supported.
+    """
+
+
 class NotASegmentLogError(SegmentLogError):
     """Raised by ``open`` on a non-empty directory that is not a segmentlog directory.
 
@@ -152,6 +162,18 @@ class SchemaMismatchError(SegmentLogError):
     The log was written with other event types: open it with the ``event_type`` it was
     written with.
     """
+
+
+class RepairError(SegmentLogError):
+    """Raised when recovery found damage it may repair but an I/O error (a full disk, say)
+    stopped the repair. Nothing in the run was changed by the failed step: free space or
+    fix the cause, then open the log (or run ``segmentlog recover``) again.
+    ``cause`` holds the original OS error.
+    """
+
+    def __init__(self, message: str, cause: BaseException | None = None) -> None:
+        self.cause = cause
+        super().__init__(message)
 
 
 class CorruptionError(SegmentLogError):

@@ -1,9 +1,11 @@
 """The sparse seq index of one segment: a disposable cache of (seq, offset) points.
 
 Strategy and invariants
-- An entry is recorded for a frame when it starts at least ``interval`` bytes after the last
-  indexed point (the segment header's end counts as the first point, for the base seq). So a
-  seek lands at most one interval (plus one frame) before the frame it wants.
+- A point is recorded for a frame when it starts at least ``interval`` bytes after the last
+  point (the segment header's end counts as the first point, for the base seq). So a seek
+  lands at most one interval (plus one frame) before the frame it wants.
+- Every way points are added (frames just written, frames a scan verified) goes through one
+  ``extend``; it returns the encoded entries so the owner of the file can persist them.
 - The index file is a cache: it is never fsynced, it is validated when loaded (strictly
   increasing seqs and offsets, inside the segment), and whatever does not validate is dropped
   and rebuilt from the segment. The segment is the only source of truth.
@@ -13,8 +15,9 @@ Strategy and invariants
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterable
 
-from .codec import SEGMENT_HEADER_SIZE, decode_index, encode_index_entry
+from .format import INDEX_ENTRY, SEGMENT_HEADER_SIZE, decode_index
 
 __all__ = ["SparseIndex"]
 
@@ -51,14 +54,27 @@ class SparseIndex:
             return self.base_seq, SEGMENT_HEADER_SIZE
         return self.seqs[i - 1], self.offsets[i - 1]
 
-    def observe(self, seq: int, offset: int) -> bytes | None:
-        """Note a frame written at ``offset``; returns the entry to persist, if one is due."""
-        if offset - self.last_offset < self.interval:
-            return None
-        self.seqs.append(seq)
-        self.offsets.append(offset)
-        self.last_offset = offset
-        return encode_index_entry(seq, offset)
+    def due(self, offset: int) -> bool:
+        """True when a frame starting at ``offset`` would become a point."""
+        return offset - self.last_offset >= self.interval
+
+    def extend(self, points: Iterable[tuple[int, int]], end: int | None = None) -> bytes:
+        """Add every ``(seq, offset)`` that is due (in order), stopping at offset ``end``.
+
+        Returns the encoded entries added, for the index file.
+        """
+        out = bytearray()
+        last, interval = self.last_offset, self.interval
+        for seq, offset in points:
+            if end is not None and offset >= end:
+                break
+            if offset - last >= interval:
+                self.seqs.append(seq)
+                self.offsets.append(offset)
+                last = offset
+                out += INDEX_ENTRY.pack(seq, offset)
+        self.last_offset = last
+        return bytes(out)
 
     def truncate(self, end: int) -> None:
         """Forget entries for frames at or past ``end`` (after the segment was cut there)."""
@@ -76,7 +92,7 @@ class SparseIndex:
     def to_bytes(self) -> bytes:
         """Encode every entry, for rewriting the index file."""
         return b"".join(
-            encode_index_entry(s, o) for s, o in zip(self.seqs, self.offsets, strict=True)
+            INDEX_ENTRY.pack(s, o) for s, o in zip(self.seqs, self.offsets, strict=True)
         )
 
     def __len__(self) -> int:

@@ -15,9 +15,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar
 
-from .codec import EnvelopeCodec
 from .errors import AppendError, NotFoundError
 from .events import AgentEvent, Envelope, new_event_id, utcnow
+from .schema import EnvelopeCodec
 from .store import DEFAULT_PAGE_LIMIT, check_page_args
 
 __all__ = ["FailingEventStore", "MemoryEventStore"]

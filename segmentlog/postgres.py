@@ -57,7 +57,6 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
-from .codec import DEFAULT_MAX_RECORD_BYTES, EnvelopeCodec
 from .errors import (
     AppendError,
     InvalidEventError,
@@ -67,6 +66,8 @@ from .errors import (
     SegmentLogError,
 )
 from .events import AgentEvent, Envelope, new_event_id, utcnow
+from .format import DEFAULT_MAX_RECORD_BYTES
+from .schema import EnvelopeCodec
 from .store import DEFAULT_PAGE_LIMIT, check_page_args
 
 try:

@@ -26,8 +26,8 @@ from typing import Any
 
 import segmentlog
 
-from ..codec import FrameEncoder
 from ..events import Envelope
+from ..format import FrameEncoder
 from .data import Stamper
 from .timing import Sample, latency_sample, peak_rss_kib, percentile, rss_kib, run_threads
 

@@ -152,8 +152,9 @@ def st_json() -> st.SearchStrategy[Any]:
     )
     return st.recursive(
         scalars,
-        lambda inner: st.lists(inner, max_size=4)
-        | st.dictionaries(st_text(max_size=8), inner, max_size=4),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st_text(max_size=8), inner, max_size=4)
+        ),
         max_leaves=8,
     )
 

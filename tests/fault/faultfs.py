@@ -50,6 +50,7 @@ MUTATING = frozenset(
         "create_new",
         "open_append+create",
         "write",
+        "preallocate",
         "fsync",
         "fdatasync",
         "truncate",
@@ -126,6 +127,7 @@ class FaultFS(FileSystem):
     """
 
     def __init__(self, *, sector: int = 512, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.sector = sector
         self.clock = clock
         self._mutex = threading.RLock()
@@ -189,6 +191,10 @@ class FaultFS(FileSystem):
     def fail_rename(self, nth: int = 1, err: int = errno.EIO, *, sticky: bool = False) -> None:
         """Make the ``nth`` rename from now fail with ``err`` (nothing is renamed)."""
         self._arm(frozenset({"rename"}), nth, err, sticky=sticky)
+
+    def fail_create(self, nth: int = 1, err: int = errno.EIO, *, sticky: bool = False) -> None:
+        """Make the ``nth`` file creation (``create_new``) from now fail with ``err``."""
+        self._arm(frozenset({"create_new"}), nth, err, sticky=sticky)
 
     def clear_faults(self) -> None:
         """Disarm every fault and any pending halt."""
@@ -517,9 +523,27 @@ class FaultFS(FileSystem):
                 parent.mtime = node.mtime
             return self._new_fd(_Description(node, self._norm(path), append=True, writable=True))
 
+    def open_write(self, path: str) -> int:
+        with self._mutex:
+            self._enter("open_write", path)
+            node = self._file(path)
+            return self._new_fd(_Description(node, self._norm(path), append=False, writable=True))
+
+    def create_exclusive(self, path: str) -> int:
+        with self._mutex:
+            try:
+                self._lookup(path)
+            except FileNotFoundError:
+                return self.create_new(path)
+            raise _oserror(errno.EEXIST, path)
+
     def create_new(self, path: str) -> int:
         with self._mutex:
             self._enter("create_new", path)
+            fault = self._fault_for("create_new", path)
+            if fault is not None:
+                assert fault.err is not None
+                raise _oserror(fault.err, path)
             try:
                 node = self._file(path)
                 node.data = bytearray()
@@ -538,6 +562,27 @@ class FaultFS(FileSystem):
             if desc.node.lock_owner is desc:
                 desc.node.lock_owner = None
             del self._fds[fd]
+
+    def pwrite(self, fd: int, data: bytes | bytearray | memoryview, offset: int) -> int:
+        # Counted, journalled and faulted as a "write": the engine's frames go through here.
+        with self._mutex:
+            desc = self._desc(fd)
+            saved = (desc.append, desc.pos)
+            desc.append, desc.pos = False, offset
+            try:
+                return self.write(fd, data)
+            finally:
+                desc.append, desc.pos = saved
+
+    def preallocate(self, fd: int, offset: int, length: int) -> bool:
+        with self._mutex:
+            path = self._path_of(fd)
+            self._enter("preallocate", path)
+            node = self._desc(fd).node
+            end = offset + length
+            if end > len(node.data):
+                node.data.extend(b"\0" * (end - len(node.data)))
+            return True
 
     def write(self, fd: int, data: bytes | bytearray | memoryview) -> int:
         with self._mutex:
@@ -612,12 +657,19 @@ class FaultFS(FileSystem):
                 node.data.extend(b"\0" * (length - len(node.data)))
             node.mtime = self.clock()
 
+    def trim(self, fd: int, length: int) -> None:
+        with self._mutex:
+            node = self._desc(fd).node
+            mtime = node.mtime
+            self.truncate(fd, length)
+            node.mtime = mtime
+
     def size(self, fd: int) -> int:
         with self._mutex:
             self._enter("size", f"<fd {fd}>")
             return len(self._desc(fd).node.data)
 
-    def lock(self, fd: int) -> bool:
+    def lock(self, fd: int, *, shared: bool = False) -> bool:
         with self._mutex:
             self._enter("lock", f"<fd {fd}>")
             desc = self._desc(fd)

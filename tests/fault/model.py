@@ -21,7 +21,12 @@ from typing import Any
 
 import segmentlog
 from segmentlog import Envelope, NotFoundError, RunCompleted, TextDelta
-from segmentlog.codec import DEFAULT_MAX_RECORD_BYTES, SEGMENT_HEADER_SIZE, FramedRecord, read_frame
+from segmentlog.format import (
+    DEFAULT_MAX_RECORD_BYTES,
+    SEGMENT_HEADER_SIZE,
+    FramedRecord,
+    read_frame,
+)
 
 from .faultfs import FaultFS
 

@@ -28,7 +28,7 @@ from segmentlog import (
     SegmentLogError,
     TextDelta,
 )
-from segmentlog.codec import (
+from segmentlog.format import (
     FORMAT_VERSION,
     FRAME_CHECKSUM_START,
     SEGMENT_HEADER_SIZE,

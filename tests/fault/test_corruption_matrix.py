@@ -30,7 +30,11 @@ from typing import Any
 import pytest
 
 from segmentlog import CorruptionError, Envelope, NotFoundError
-from segmentlog.codec import FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE, FramedRecord
+from segmentlog.format import (
+    FRAME_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE,
+    FramedRecord,
+)
 
 from .faultfs import FaultFS
 from .model import event, frames_of, fresh_fs, open_log, same_envelope, segment_files

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from segmentlog import Envelope
-from segmentlog.codec import SEGMENT_HEADER_SIZE
+from segmentlog.format import (
+    SEGMENT_HEADER_SIZE,
+)
 
 from .faultfs import FaultFS
 from .model import event, frames_of, fresh_fs, open_log, read_run, same_envelope, segment_files

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from segmentlog import durability
-from segmentlog.durability import FsyncPolicy, FsyncTimer, IntervalFlusher
+from segmentlog.durability import FsyncTimer, IntervalFlusher
+from segmentlog.options import FsyncPolicy
 
 WAIT = 10.0  # upper bound for waiting on a background thread; never a timing assertion
 

@@ -146,8 +146,12 @@ def test_naive_timestamp_is_refused_with_value_error() -> None:
 
 def test_naive_timestamp_is_refused_when_decoding_too() -> None:
     payload = msgspec.json.encode(
-        {"type": "TextDelta", "run_id": str(uuid.uuid4()), "delta": "x",
-         "timestamp": "2025-01-01T00:00:00"}
+        {
+            "type": "TextDelta",
+            "run_id": str(uuid.uuid4()),
+            "delta": "x",
+            "timestamp": "2025-01-01T00:00:00",
+        }
     )
     with pytest.raises((ValueError, msgspec.ValidationError)):
         msgspec.json.decode(payload, type=AgentEvent)

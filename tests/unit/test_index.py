@@ -1,4 +1,4 @@
-"""Unit tests of ``segmentlog.index.SparseIndex``: floor, observe, truncate, drop_last, bytes.
+"""Unit tests of ``segmentlog.index.SparseIndex``: floor, extend, truncate, drop_last, bytes.
 
 The index is a cache of (seq, offset) points, one at least every ``interval`` bytes; these
 tests drive it with plain numbers, no files.
@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from segmentlog.codec import INDEX_ENTRY_SIZE, SEGMENT_HEADER_SIZE, encode_index_entry
+from segmentlog.format import (
+    INDEX_ENTRY_SIZE,
+    SEGMENT_HEADER_SIZE,
+    encode_index_entry,
+)
 from segmentlog.index import SparseIndex
 
 H = SEGMENT_HEADER_SIZE
@@ -17,7 +21,7 @@ H = SEGMENT_HEADER_SIZE
 def index_with_points(*points: tuple[int, int], base: int = 1, interval: int = 100) -> SparseIndex:
     index = SparseIndex(base, interval)
     for seq, offset in points:
-        assert index.observe(seq, offset) is not None
+        assert index.extend([(seq, offset)])
     return index
 
 
@@ -29,26 +33,26 @@ def test_empty_index_floors_every_seq_to_the_segment_header() -> None:
     assert index.floor(10_000) == (41, H)
 
 
-def test_observe_records_a_point_only_once_an_interval_has_passed() -> None:
+def test_extend_records_a_point_only_once_an_interval_has_passed() -> None:
     index = SparseIndex(1, 100)
-    assert index.observe(2, H + 99) is None
-    entry = index.observe(3, H + 100)
+    assert index.extend([(2, H + 99)]) == b""
+    entry = index.extend([(3, H + 100)])
     assert entry == encode_index_entry(3, H + 100)
     assert len(entry) == INDEX_ENTRY_SIZE
-    assert index.observe(4, H + 150) is None
-    assert index.observe(5, H + 199) is None
-    assert index.observe(6, H + 200) == encode_index_entry(6, H + 200)
+    assert index.extend([(4, H + 150)]) == b""
+    assert index.extend([(5, H + 199)]) == b""
+    assert index.extend([(6, H + 200)]) == encode_index_entry(6, H + 200)
     assert index.seqs == [3, 6]
     assert index.offsets == [H + 100, H + 200]
     assert index.last_offset == H + 200
     assert len(index) == 2
 
 
-def test_observe_measures_the_interval_from_the_last_point_not_a_fixed_grid() -> None:
+def test_extend_measures_the_interval_from_the_last_point_not_a_fixed_grid() -> None:
     index = SparseIndex(1, 100)
-    assert index.observe(2, H + 170) is not None
-    assert index.observe(3, H + 250) is None  # only 80 bytes after the last point
-    assert index.observe(4, H + 270) is not None
+    assert index.extend([(2, H + 170)])
+    assert index.extend([(3, H + 250)]) == b""  # only 80 bytes after the last point
+    assert index.extend([(4, H + 270)])
 
 
 def test_floor_returns_the_point_at_or_before_the_seq() -> None:
@@ -83,8 +87,8 @@ def test_truncate_forgets_points_at_or_past_the_cut() -> None:
 def test_truncate_then_observe_records_points_again_from_the_new_last_point() -> None:
     index = index_with_points((10, 1000), (20, 2000))
     index.truncate(1500)
-    assert index.observe(15, 1099) is None
-    assert index.observe(16, 1100) == encode_index_entry(16, 1100)
+    assert index.extend([(15, 1099)]) == b""
+    assert index.extend([(16, 1100)]) == encode_index_entry(16, 1100)
     assert index.seqs == [10, 16]
 
 

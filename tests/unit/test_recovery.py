@@ -28,8 +28,13 @@ from segmentlog import (
     RecoveryMode,
     TextDelta,
 )
-from segmentlog.codec import FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE, FramedRecord, read_frame
-from segmentlog.recovery import recover, verify
+from segmentlog.format import (
+    FRAME_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE,
+    FramedRecord,
+    read_frame,
+)
+from segmentlog.maintenance import recover, verify
 
 SMALL = {"segment_bytes": 4096, "index_interval_bytes": 256, "fsync": "never"}
 
@@ -233,10 +238,10 @@ def test_recover_salvages_the_prefix_before_a_flipped_byte(path: Path) -> None:
     reports = recover(str(path))
     assert reports, "recover must report what it dropped"
     assert all(r.run_id == runs[1] for r in reports)
-    cut = [r for r in reports if r.action == "truncated"]
-    assert [(r.path, r.offset, r.first_seq) for r in cut] == [(str(damaged), offset, seq)]
-    removed = {r.path for r in reports if r.action == "removed"}
-    assert removed == {str(p) for p in later}
+    moved = [r for r in reports if r.action == "quarantined"]
+    assert [(r.path, r.offset, r.first_seq) for r in moved[:1]] == [(str(damaged), offset, seq)]
+    assert {r.path for r in moved[1:]} == {str(p) for p in later}
+    assert all(r.quarantine and r.quarantine.startswith(str(path / "quarantine")) for r in moved)
     assert verify(str(path)) == []
     with segmentlog.open(path, **SMALL) as log:
         assert log.last_seq(runs[1]) == seq - 1

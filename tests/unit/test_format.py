@@ -12,37 +12,12 @@ import msgspec
 import pytest
 import xxhash
 
-from segmentlog.codec import (
-    DEFAULT_MAX_RECORD_BYTES,
-    FORMAT_VERSION,
-    FRAME_CHECKSUM_START,
-    FRAME_CONTINUED,
-    FRAME_HEADER,
-    FRAME_HEADER_SIZE,
-    FRAME_MAGIC,
-    INDEX_ENTRY_SIZE,
-    MAX_FRAME_LENGTH,
-    MAX_SEGMENT_OFFSET,
-    NEED_DATA,
-    SEGMENT_HEADER,
-    SEGMENT_HEADER_SIZE,
-    SEGMENT_MAGIC,
-    EnvelopeCodec,
-    FrameCorruption,
-    FrameDecoder,
-    FramedRecord,
-    FrameEncoder,
-    HeaderCorruption,
-    NeedData,
-    SegmentHeader,
-    decode_index,
-    decode_segment_header,
-    encode_index_entry,
-    encode_segment_header,
-    event_classes,
-    read_frame,
+from segmentlog.errors import (
+    FormatVersionError,
+    InvalidEventError,
+    RecordTooLargeError,
+    SchemaMismatchError,
 )
-from segmentlog.errors import FormatVersionError, InvalidEventError, RecordTooLargeError
 from segmentlog.events import (
     AgentEvent,
     AssistantMessageCommitted,
@@ -70,6 +45,40 @@ from segmentlog.events import (
     ToolMessageCommitted,
     UsageRecorded,
 )
+from segmentlog.format import (
+    DEFAULT_MAX_RECORD_BYTES,
+    FORMAT_VERSION,
+    FRAME_CHECKSUM_START,
+    FRAME_CONTINUED,
+    FRAME_HEADER,
+    FRAME_HEADER_SIZE,
+    FRAME_MAGIC,
+    INDEX_ENTRY_SIZE,
+    MAX_FRAME_LENGTH,
+    MAX_SEGMENT_OFFSET,
+    NEED_DATA,
+    SEGMENT_HEADER,
+    SEGMENT_HEADER_SIZE,
+    SEGMENT_MAGIC,
+    ZERO_FILL,
+    FrameCorruption,
+    FrameDecoder,
+    FramedRecord,
+    FrameEncoder,
+    HeaderCorruption,
+    NeedData,
+    SegmentHeader,
+    decode_index,
+    decode_segment_header,
+    encode_index_entry,
+    encode_segment_header,
+    find_frames_after,
+    index_name,
+    parse_segment_name,
+    read_frame,
+    segment_name,
+)
+from segmentlog.schema import EnvelopeCodec, event_classes, new_page
 
 RUN = uuid.UUID("0190a8c4-1e00-7000-8000-00000000a11d")
 SESSION = uuid.UUID("0190a8c4-1e00-7000-8000-0000000005e5")
@@ -381,8 +390,13 @@ def test_frame_truncated_at_every_byte_needs_data() -> None:
         assert read_frame(data[:cut], 0, DEFAULT_MAX_RECORD_BYTES) is NEED_DATA, cut
 
 
+def test_a_zero_byte_where_a_frame_must_start_is_zero_fill() -> None:
+    for zeros in (b"\x00", b"\x00" * 3, b"\x00" * 100):
+        assert read_frame(zeros, 0, DEFAULT_MAX_RECORD_BYTES) is ZERO_FILL
+
+
 def test_short_bytes_that_are_not_a_magic_prefix_are_bad_magic_at_once() -> None:
-    for junk in (b"\x00", b"\xc1S\x00", b"\x86\xa8event"):
+    for junk in (b"\xc1S\x00", b"\x86\xa8event"):
         assert read_frame(junk, 0, DEFAULT_MAX_RECORD_BYTES) == FrameCorruption(
             0, "bad frame magic", None
         )
@@ -788,13 +802,20 @@ def test_envelope_codec_check_refuses_an_unencodable_value() -> None:
 
 def test_envelope_codec_decodes_many_in_order() -> None:
     envs = [envelope(v, seq=i + 1) for i, v in enumerate(VARIANTS)]
-    payloads = [frame_of(e)[FRAME_HEADER_SIZE:] for e in envs]
-    assert CODEC.decode_many(payloads) == envs
+    page = new_page()
+    for e in envs:
+        page += frame_of(e)[FRAME_HEADER_SIZE:]
+    assert CODEC.decode_page(page, len(envs)) == envs
 
 
-def test_envelope_codec_raises_decode_error_on_bad_payload_bytes() -> None:
-    with pytest.raises(msgspec.DecodeError):
+def test_envelope_codec_raises_schema_mismatch_on_a_payload_of_another_shape() -> None:
+    with pytest.raises(SchemaMismatchError):
         CODEC.decode(b"\x86\xa8event_id\xc0")
+
+
+def test_envelope_codec_raises_decode_error_on_malformed_msgpack() -> None:
+    with pytest.raises(msgspec.DecodeError):
+        CODEC.decode(b"\x86\xa8event")
 
 
 def test_event_classes_refuses_a_type_without_run_id_or_not_a_struct() -> None:
@@ -806,3 +827,102 @@ def test_event_classes_refuses_a_type_without_run_id_or_not_a_struct() -> None:
     with pytest.raises(TypeError, match="msgspec Struct"):
         event_classes(int)
     assert len(event_classes(AgentEvent)) == 18
+
+
+# --- file names and resynchronisation ----------------------------------------------------
+
+SEG_RUN = uuid.UUID("00000000-0000-4000-8000-0000000000aa")
+SEG_TS = datetime(2025, 1, 1, tzinfo=UTC)
+MAX = 1 << 20
+H = SEGMENT_HEADER_SIZE
+
+
+def seg_envelope(seq: int, delta: str = "x") -> Envelope[TextDelta]:
+    event = TextDelta(run_id=SEG_RUN, delta=delta, timestamp=SEG_TS)
+    return Envelope(uuid.UUID(int=seq), seq, SEG_RUN, None, event, SEG_TS)
+
+
+def seg_frames(
+    seqs: range | list[int], *, continued: bool = False, delta: str = "x"
+) -> tuple[bytes, list[int]]:
+    """Frames for ``seqs`` and each frame's offset in the returned buffer.
+
+    With ``continued`` every frame says "more of this batch follows" (an unfinished batch).
+    """
+    buf = bytearray()
+    offsets = []
+    enc = FrameEncoder(MAX)
+    seqs = list(seqs)
+    for seq in seqs:
+        offsets.append(len(buf))
+        enc.encode(buf, seg_envelope(seq, delta), 0, continued)
+    return bytes(buf), offsets
+
+
+def test_segment_and_index_names_are_twenty_digit_base_seqs() -> None:
+    assert segment_name(1) == "00000000000000000001.seg"
+    assert index_name(1) == "00000000000000000001.idx"
+    assert segment_name(123_456_789) == "00000000000123456789.seg"
+    assert sorted([segment_name(10), segment_name(9), segment_name(100)]) == [
+        segment_name(9),
+        segment_name(10),
+        segment_name(100),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "base"),
+    [
+        ("00000000000000000001.seg", 1),
+        ("00000000000000004097.seg", 4097),
+        ("00000000000000000000.seg", None),
+        ("00000000000000000001.idx", None),
+        ("00000000000000000001.seg.tmp", None),
+        ("0000000000000000001.seg", None),
+        ("0000000000000000000x.seg", None),
+        ("0000000000000000000\u0661.seg", None),
+        ("LOCK", None),
+    ],
+)
+def test_parse_segment_name_accepts_only_segment_file_names(name: str, base: int | None) -> None:
+    assert parse_segment_name(name) == base
+
+
+def test_find_frames_after_resynchronises_past_damage() -> None:
+    buf, offsets = seg_frames(range(1, 11))
+    damaged = bytearray(buf)
+    damaged[offsets[3] + 13] ^= 0xFF  # the length field of seq 4: the scan cannot step over it
+    found = find_frames_after(bytes(damaged), H, H + offsets[3] - 1, 1, MAX)
+    assert [f.seq for f in found] == list(range(5, 11))
+    assert [f.offset for f in found] == [H + o for o in offsets[4:]]
+    assert all(f.payload == b"" for f in found)
+    assert found[-1].end == H + len(buf)
+
+
+def test_find_frames_after_starts_strictly_after_the_offset() -> None:
+    buf, offsets = seg_frames(range(1, 6))
+    found = find_frames_after(buf, 0, offsets[1], 1, MAX)
+    assert [f.seq for f in found] == [3, 4, 5]
+    found = find_frames_after(buf, 0, offsets[1] - 1, 1, MAX)
+    assert [f.seq for f in found] == [2, 3, 4, 5]
+    found = find_frames_after(buf, 0, -1, 1, MAX)
+    assert [f.seq for f in found] == [1, 2, 3, 4, 5]
+
+
+def test_find_frames_after_ignores_frames_below_min_seq() -> None:
+    buf, _ = seg_frames([1, 2, 3, 1, 2, 7, 8])
+    found = find_frames_after(buf, 0, -1, 3, MAX)
+    assert [f.seq for f in found] == [3, 7, 8]
+
+
+def test_find_frames_after_finds_nothing_in_garbage() -> None:
+    assert find_frames_after(b"\xc1SLF" + bytes(60), 0, -1, 1, MAX) == []
+    assert find_frames_after(b"", 0, -1, 1, MAX) == []
+
+
+def test_find_frames_after_keeps_the_durable_mark() -> None:
+    buf = bytearray()
+    enc = FrameEncoder(MAX)
+    enc.encode(buf, seg_envelope(1), 1234)
+    found = find_frames_after(bytes(buf), 0, -1, 1, MAX)
+    assert [(f.seq, f.durable, f.continued) for f in found] == [(1, 1234, False)]

@@ -1,0 +1,133 @@
+"""The read path: from a run's snapshot to one page of envelopes, seeking instead of scanning.
+
+Strategy and invariants
+- A read works on a snapshot taken under the run's view lock (``Run.snapshot``): the
+  segments that cover the page, each with the size and last seq that were acknowledged. It
+  never sees a frame past what was acknowledged, and never waits for a writer's fsync.
+- ``read_page`` bisects the segments, then each segment's sparse index, walks at most one
+  index interval of frame headers (no checksum, no copy) to the first wanted frame, then
+  verifies every wanted frame and collects the payloads back to back into one buffer that
+  ``schema`` decodes in a single msgspec call.
+- Readers open and close their own descriptors per call, so the writer's descriptor LRU can
+  never pull one from under them.
+- An index point that names another seq is a stale cache entry, not damage: it is dropped and
+  the walk restarts from the previous point. Anything else that does not verify raises
+  ``CorruptionError`` with the file, the offset and the seqs affected; a record that fails its
+  checksum is never returned.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import TypeVar
+
+from ._fs import FileSystem
+from .durability import logger
+from .errors import CorruptionError, NotFoundError
+from .events import Envelope
+from .format import (
+    FRAME_HEADER_SIZE,
+    SEGMENT_HEADER_SIZE,
+    ZERO_FILL,
+    FrameCorruption,
+    frame_length,
+    walk_frames,
+)
+from .schema import EnvelopeCodec, new_page
+from .segment import Segment
+
+__all__ = ["read_page"]
+
+E = TypeVar("E")
+
+
+def read_page(
+    fs: FileSystem,
+    codec: EnvelopeCodec[E],
+    run_id: uuid.UUID,
+    plan: list[tuple[Segment, int, int]],
+    first: int,
+    last: int,
+    max_record_bytes: int,
+    index_lock: threading.Lock,
+) -> list[Envelope[E]]:
+    """Read seqs ``first..last`` from the planned segments (``(segment, size, last_seq)``)."""
+    page = new_page()
+    seq = first
+    for seg, size, seg_last in plan:
+        if seq > min(last, seg_last):
+            continue
+        end = min(last, seg_last)
+        seq = _read_segment(
+            fs, seg, size, seg_last, seq, end, max_record_bytes, page, index_lock, run_id
+        )
+        if seq > last:
+            break
+    result: list[Envelope[E]] = codec.decode_page(page, seq - first)
+    return result
+
+
+def _read_segment(
+    fs: FileSystem,
+    seg: Segment,
+    size: int,
+    seg_last: int,
+    first: int,
+    last: int,
+    max_record: int,
+    page: bytearray,
+    index_lock: threading.Lock,
+    run_id: uuid.UUID,
+) -> int:
+    """Append payloads of seqs ``first..last`` of ``seg`` (up to ``size``) to ``page``.
+
+    Returns the next seq to read. Starts at the sparse index point at or before ``first``;
+    the skipped frames (at most one index interval) are neither checksummed nor copied.
+    """
+    expected, pos = seg.index.floor(first)
+    frames = max(1, seg_last - seg.base_seq + 1)
+    avg = max(64, (size - SEGMENT_HEADER_SIZE) // frames)
+    chunk = seg.index.interval + avg * (last - first + 1) + 1024
+    try:
+        fd = fs.open_read(seg.path)
+    except FileNotFoundError:
+        raise NotFoundError(run_id) from None  # deleted while we read
+    try:
+        while expected <= last and pos < size:
+            buf = fs.pread(fd, min(chunk, size - pos), pos)
+            bpos, expected, stop = walk_frames(buf, 0, expected, first, last, max_record, page)
+            if stop is None:
+                break
+            if stop is ZERO_FILL:
+                reason = "zeros where a frame must start"
+                raise _damage(seg, pos + bpos, reason, expected, seg_last)
+            if isinstance(stop, FrameCorruption):
+                if bpos == 0 and pos > SEGMENT_HEADER_SIZE and stop.seq != expected:
+                    # The index point names another seq: the cache is stale, not the data.
+                    # Forget it from there and walk from the previous point.
+                    logger.warning("stale index entry in %s at %d; dropped", seg.path, pos)
+                    with index_lock:
+                        seg.index.truncate(pos)
+                    expected, pos = seg.index.floor(first)
+                    continue
+                raise _damage(seg, pos + stop.offset, stop.reason, expected, seg_last)
+            if bpos == 0:  # one frame is larger than the chunk read, or zeros
+                needed = FRAME_HEADER_SIZE
+                if len(buf) >= FRAME_HEADER_SIZE:
+                    needed += frame_length(buf, 0)
+                if pos + needed > size or len(buf) >= needed:
+                    raise _damage(seg, pos, "frame runs past the segment end", expected, seg_last)
+                chunk = needed
+                continue
+            pos += bpos
+            chunk = max(chunk, 256 * 1024)
+    finally:
+        fs.close(fd)
+    if expected <= last:
+        raise _damage(seg, pos, "segment ends before its last seq", expected, seg_last)
+    return expected
+
+
+def _damage(seg: Segment, offset: int, reason: str, seq: int, last: int) -> CorruptionError:
+    return CorruptionError(reason, path=seg.path, offset=offset, first_seq=seq, last_seq=last)
