@@ -13,8 +13,8 @@ Strategy and invariants
 from __future__ import annotations
 
 import threading
-import uuid
 from collections import OrderedDict
+from itertools import islice
 from typing import Any
 
 __all__ = ["Handles"]
@@ -25,22 +25,23 @@ class Handles:
 
     def __init__(self, max_open_files: int) -> None:
         self.capacity = max(1, max_open_files // 2)
-        self._lru: OrderedDict[uuid.UUID, Any] = OrderedDict()
+        # Keyed by the run object itself: its identity hash is far cheaper than a UUID's.
+        self._lru: OrderedDict[Any, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def touch(self, run: Any) -> None:
         """Note that ``run`` holds descriptors; release idle runs' past the capacity."""
         with self._lock:
-            self._lru[run.id] = run
-            self._lru.move_to_end(run.id)
+            self._lru[run] = None
+            self._lru.move_to_end(run)
             over = len(self._lru) - self.capacity
             if over <= 0:
                 return
-            victims = [r for r in self._lru.values() if r is not run][: over + 4]
+            victims = [r for r in islice(self._lru, over + 4) if r is not run]
         for victim in victims:
             if victim.release_files(blocking=False):
                 with self._lock:
-                    self._lru.pop(victim.id, None)
+                    self._lru.pop(victim, None)
                 over -= 1
                 if over <= 0:
                     break
@@ -48,12 +49,12 @@ class Handles:
     def forget(self, run: Any) -> None:
         """``run`` closed its descriptors by itself."""
         with self._lock:
-            self._lru.pop(run.id, None)
+            self._lru.pop(run, None)
 
     def open_files(self) -> int:
         """Descriptors held by the runs in the LRU."""
         with self._lock:
-            runs = list(self._lru.values())
+            runs = list(self._lru)
         return sum(r.open_files for r in runs)
 
     def clear(self) -> None:

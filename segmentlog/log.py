@@ -170,10 +170,11 @@ class SegmentLog(Generic[E]):
                     self._load(run)
         return run
 
-    def _recover(self, run: Run[E]) -> RecoveredRun:
+    def _recover(self, run: Run[E]) -> RecoveredRun | None:
+        """Recover the run's files; None when it has no directory (a new run)."""
         fs = self._fs
         if not fs.is_dir(run.dir):
-            return RecoveredRun()
+            return None
         recovered = recover_run(
             fs,
             self._layout,
@@ -191,10 +192,10 @@ class SegmentLog(Generic[E]):
     def _load(self, run: Run[E]) -> None:
         recovered = self._recover(run)
         writable = not self.options.read_only
-        run.adopt(recovered, writable)
-        if writable and not recovered.segments:
+        run.adopt(recovered or RecoveredRun(), writable)
+        if writable and recovered is not None and not recovered.segments:
             with contextlib.suppress(OSError):
-                self._fs.rmdir(run.dir)
+                self._fs.rmdir(run.dir)  # a directory left empty by a crash
 
     def _fresh(self, run_id: uuid.UUID) -> Run[E]:
         """The run, following another process's appends when read-only."""

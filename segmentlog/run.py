@@ -81,7 +81,11 @@ class RunContext(Generic[E]):
         self.interval = options.index_interval_bytes
         self.segment_bytes = options.segment_bytes
         #: How far ahead of a write space may be reserved (0: never).
-        self.prealloc_limit = options.segment_bytes if options.preallocate else 0
+        # Only durable policies gain from preallocation (an fdatasync that does not grow the
+        # file writes no metadata); under "never" and "interval" it would cost a system call.
+        self.prealloc_limit = (
+            options.segment_bytes if options.preallocate and self.durable_ack else 0
+        )
         #: Called with a run whose descriptors were opened (the handle LRU).
         self.touch = touch
         #: Called after appends became visible (wakes ``wait_for``).
@@ -501,7 +505,7 @@ class Run(Generic[E]):
     def _reload(self, recover: Any) -> None:
         self.reset()
         self.loaded = False
-        self.adopt(recover(self), writable=False)
+        self.adopt(recover(self) or RecoveredRun(), writable=False)
 
     def _fingerprint(self) -> bytes | None:
         fs = self.ctx.fs

@@ -9,8 +9,8 @@ Strategy and invariants
   that start small and double, so that most fdatasyncs flush data and no file-size metadata.
   Zeros after the last frame are a clean end (``ZERO_FILL``); ``seal`` and a clean ``close``
   trim them.
-- A segment is created in place: its header is written with ``pwrite`` into a new file, and
-  nothing is fsynced here. A crash before the header is durable leaves a short or zero header
+- A segment is created in place: an empty file, whose header is written together with its
+  first frames in one ``pwrite``; nothing is fsynced here. A crash before the header is durable leaves a short or zero header
   with no frames after it, which recovery removes as an interrupted creation (rejected: a
   temp file, fsync and rename per segment, which cost three system calls and an fsync per
   new run for a guarantee recovery already gives).
@@ -51,6 +51,7 @@ class Segment:
         "base_seq",
         "dir",
         "fd",
+        "header",
         "index",
         "index_fd",
         "last_seq",
@@ -73,6 +74,8 @@ class Segment:
         self.fd: int | None = None
         self.index_fd: int | None = None
         self.index = index
+        #: A new segment's header, until it is written with the first frames.
+        self.header: bytes | None = None
 
     @property
     def index_path(self) -> str:
@@ -90,19 +93,14 @@ class Segment:
     def create(
         cls, fs: FileSystem, directory: str, run_id: uuid.UUID, base_seq: int, interval: int
     ) -> Segment:
-        """Create a new segment holding only its header, open for writing. No fsync."""
+        """Create a new, empty segment file, open for writing. No fsync.
+
+        Its header is written with its first frames, in one ``pwrite``.
+        """
         seg = cls(directory, base_seq, SparseIndex(base_seq, interval))
-        fd = fs.create_new(seg.path)
-        try:
-            seg.fd = fd
-            seg._write_at(fs, encode_segment_header(run_id, base_seq), 0)
-        except BaseException:
-            seg.fd = None
-            fs.close(fd)
-            with contextlib.suppress(OSError):
-                fs.unlink(seg.path)
-            raise
-        seg.allocated = SEGMENT_HEADER_SIZE
+        seg.fd = fs.create_new(seg.path)
+        seg.header = encode_segment_header(run_id, base_seq)
+        seg.allocated = 0
         return seg
 
     # --- descriptors ---------------------------------------------------------------------
@@ -154,8 +152,14 @@ class Segment:
         end = start + len(data)
         if end > self.allocated and preallocate_to > end:
             self._reserve(fs, end, preallocate_to)
+        header = self.header
         try:
-            self._write_at(fs, data, start)
+            if header is None:
+                self._write_at(fs, data, start)
+            else:
+                self._write_at(fs, header + data, 0)
+                start = 0
+                self.header = None
         except BaseException:
             # Even a failed write may have landed a prefix: always cut back to the frame
             # boundary. If that fails too, recovery cuts the torn tail on reopen.

@@ -54,14 +54,19 @@ def frames(
     return bytes(buf), offsets
 
 
-def test_create_writes_only_a_header_under_the_final_name(tmp_path: Path) -> None:
+def test_create_makes_an_empty_file_whose_header_comes_with_the_first_frames(
+    tmp_path: Path,
+) -> None:
     seg = Segment.create(OS_FS, str(tmp_path), RUN, 17, 256)
-    seg.close(OS_FS)
     assert sorted(os.listdir(tmp_path)) == [segment_name(17)]
-    data = (tmp_path / segment_name(17)).read_bytes()
-    assert len(data) == H
-    assert decode_segment_header(data) == SegmentHeader(1, RUN, 17)
+    assert (tmp_path / segment_name(17)).read_bytes() == b""
     assert (seg.size, seg.synced, seg.last_seq, seg.frames) == (H, 0, 16, 0)
+    buf, _ = frames(range(17, 19))
+    seg.append(OS_FS, buf, 18)
+    seg.close(OS_FS)
+    data = (tmp_path / segment_name(17)).read_bytes()
+    assert decode_segment_header(data[:H]) == SegmentHeader(1, RUN, 17)
+    assert data[H:] == buf
     assert seg.fd is None and seg.index_fd is None
 
 
@@ -147,11 +152,13 @@ def test_append_that_fails_midway_cuts_the_file_back(tmp_path: Path) -> None:
     fs = FailingSecondWrite()
     seg = Segment.create(fs, str(tmp_path), RUN, 1, 64)
     try:
-        buf, _ = frames(range(1, 4))
+        first, _ = frames(range(1, 3))
+        seg.append(fs, first, 2)  # write 1: the header and two frames
+        buf, _ = frames(range(3, 6))
         with pytest.raises(OSError, match="No space"):
-            seg.append(fs, buf, 3, preallocate_to=1 << 20)
-        assert seg.size == H
-        assert seg.last_seq == 0
-        assert os.path.getsize(seg.path) == H
+            seg.append(fs, buf, 5, preallocate_to=1 << 20)  # half lands, then ENOSPC
+        assert seg.size == H + len(first)
+        assert seg.last_seq == 2
+        assert os.path.getsize(seg.path) == H + len(first)
     finally:
         seg.close(fs)
