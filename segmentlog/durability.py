@@ -22,9 +22,9 @@ import logging
 import threading
 import time
 from _thread import allocate_lock
-from time import sleep as _yield
 from collections import deque
 from collections.abc import Callable
+from time import sleep as _yield
 from typing import Any, Generic, TypeVar
 
 from .errors import LogClosedError, LogFailedError, ReadOnlyError

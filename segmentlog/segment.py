@@ -10,10 +10,11 @@ Strategy and invariants
   Zeros after the last frame are a clean end (``ZERO_FILL``); ``seal`` and a clean ``close``
   trim them.
 - A segment is created in place: an empty file, whose header is written together with its
-  first frames in one ``pwrite``; nothing is fsynced here. A crash before the header is durable leaves a short or zero header
-  with no frames after it, which recovery removes as an interrupted creation (rejected: a
-  temp file, fsync and rename per segment, which cost three system calls and an fsync per
-  new run for a guarantee recovery already gives).
+  first frames in one ``pwrite``; nothing is fsynced here. A crash before the header is
+  durable leaves an empty, short or zero header with no frames after it, which recovery
+  removes as an interrupted creation (rejected: a temp file, fsync and rename per segment,
+  which cost three system calls and an fsync per new run for a guarantee recovery already
+  gives).
 - ``append`` writes a buffer of whole frames; on any error it cuts the file back to where it
   was, so no half frame stays behind, and re-raises. The run then fails stop.
 - The index file is created lazily, on the first point that is due, and written without
