@@ -37,12 +37,14 @@ from typing import Any
 import anyio
 import msgspec
 from sse_starlette import EventSourceResponse
+from sse_starlette.sse import SendTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ..errors import NotFoundError, SegmentLogError
 from ..events import AgentEvent
@@ -258,7 +260,8 @@ def create_app(
         if finished and after >= last:
             return Response(status_code=204, headers=_JSON_HEADERS)
         shutdown = anyio.Event()
-        return EventSourceResponse(
+        return _RunStream(
+            run_id,
             _frames(feeds, run_id, after, last, shutdown, retry_ms),
             headers=_JSON_HEADERS,
             ping=heartbeat,
@@ -294,6 +297,28 @@ def create_app(
     app.state.feeds = feeds
     app.state.reader = reader
     return app
+
+
+class _RunStream(EventSourceResponse):
+    """An ``EventSourceResponse`` that reports a cut-off slow client in one log line."""
+
+    def __init__(self, run_id: uuid.UUID, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.run_id = run_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            client = scope.get("client") or ("?", 0)
+            logger.warning(
+                "stream of run %s to %s:%s cut off: the client stopped reading "
+                "(a write took longer than send_timeout=%ss)",
+                self.run_id,
+                client[0],
+                client[1],
+                self.send_timeout,
+            )
 
 
 async def _frames(

@@ -10,17 +10,23 @@ Strategy and invariants
   (``localhost``, ``127.0.0.1``, ``::1``, plus ``--allow-host``), which stops DNS rebinding.
 - uvicorn's access log would print ``?token=`` from request lines; a filter masks it.
 - SIGINT/SIGTERM: uvicorn stops accepting, sse-starlette tells every stream, each ends with a
-  clean end of body, and uvicorn waits at most ``GRACEFUL_SECONDS`` for the rest.
+  clean end of body, and uvicorn waits at most ``GRACEFUL_SECONDS`` for the rest. uvicorn
+  then raises the signal again for the handler that was there before it; for SIGTERM that
+  is a no-op installed here, so ``serve`` returns, the log is closed and the exit code is 0
+  (the default handler would kill the process before that).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import re
+import signal
 import socket
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 import uvicorn
 
@@ -71,6 +77,18 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+@contextlib.contextmanager
+def _sigterm_returns() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # uvicorn installs no signal handlers off the main thread either
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def serve(
     path: str,
     *,
@@ -107,7 +125,8 @@ def serve(
                 "(the viewer is at /; Ctrl+C stops)\n"
             )
             sys.stderr.flush()
-            uvicorn.Server(config).run(sockets=[sock])
+            with _sigterm_returns():
+                uvicorn.Server(config).run(sockets=[sock])
         finally:
             sock.close()
     finally:

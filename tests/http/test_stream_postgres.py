@@ -1,0 +1,51 @@
+"""The SSE end-to-end scenario against PostgreSQL: the server follows a
+``PostgresEventStore`` (by polling ``list_after``) while a writer process appends to it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from segmentlog.http import create_app
+from segmentlog.postgres import PostgresEventStore
+from tests.http.conftest import ThreadServer, Writer
+from tests.http.test_stream_e2e import follow_across_a_reconnect
+from tests.postgres.pgserver import PostgresServer, postgres_server
+
+__all__ = ["postgres_server"]
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_schema(postgres_server: PostgresServer) -> Iterator[str]:
+    """A schema of this test's own, with the segmentlog tables; dropped afterwards."""
+    schema = f"http_{uuid.uuid4().hex[:16]}"
+    with PostgresEventStore(postgres_server.dsn, schema=schema) as store:
+        store.create_schema()
+    yield schema
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_stream_follows_a_postgres_writer_across_a_reconnect(
+    pg_schema: str, postgres_server: PostgresServer, writers: Callable[..., Writer]
+) -> None:
+    run_id = uuid.uuid4()
+    writer = writers(run_id, "--postgres", postgres_server.dsn, "--schema", pg_schema)
+    assert writer.do("start", "deltas 20") == 21
+    with (
+        PostgresEventStore(postgres_server.dsn, schema=pg_schema) as store,
+        ThreadServer(create_app(store, heartbeat=1.0, poll_interval=0.05)) as server,
+    ):
+        follow_across_a_reconnect(server.url, writer, run_id)
+        runs = httpx.get(f"{server.url}/runs", timeout=10).json()
+        assert [(r["run_id"], r["events"], r["terminal"]) for r in runs["runs"]] == [
+            (str(run_id), 102, True)
+        ]
+        assert runs["runs"][0]["bytes"] is None and runs["next_cursor"] is None
