@@ -80,7 +80,7 @@ class ServeProcess:
         self._err = log.open("w")
         self.proc = subprocess.Popen(
             [str(SCRIPT), "serve", str(path), "--port", str(port), *args],
-            stdout=subprocess.DEVNULL,
+            stdout=self._err,
             stderr=self._err,
             cwd=ROOT,
             env=_serve_env(),
