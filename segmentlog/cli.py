@@ -33,7 +33,6 @@ import msgspec
 
 from . import __version__, recovery
 from . import log as log_module
-from ._progress import Progress
 from .errors import (
     CorruptionError,
     FormatVersionError,
@@ -562,7 +561,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     show = args.progress == "always" or (
         args.progress == "auto" and total >= PROGRESS_MIN_RUNS and _isatty(stream)
     )
-    progress = Progress(total, "verify", stream=stream, plain=show) if show else None
+    progress = None
+    if show:
+        from ._progress import Progress  # tqdm takes ~25 ms to import: only when shown
+
+        progress = Progress(total, "verify", stream=stream, plain=show)
     done = 0
 
     def advance(checked: int) -> None:
