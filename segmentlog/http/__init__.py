@@ -6,7 +6,8 @@ Strategy and invariants
   ImportError that says what to install.
 - ``create_app(store)`` returns the ASGI app (``app.py``); ``segmentlog serve DIR`` runs it
   with uvicorn over a ``read_only`` open of DIR (``serve.py``). The app only reads.
-- One concern per module: ``_params`` (strict request parsing, JSON errors), ``_auth``
+- One concern per module: ``_params`` (strict request parsing), ``_errors`` (JSON errors),
+  ``_auth``
   (token and Host gates), ``_reader`` (async face over blocking and async stores),
   ``_feed`` (one shared follower per streamed run), ``app`` (routes), ``serve`` (the CLI's
   server), ``static/`` (the viewer: plain HTML, JS and CSS, no build step, no CDN).

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._params import error_body
+from ._errors import error_body
 
 __all__ = ["COOKIE_NAME", "HostGate", "TokenGate"]
 

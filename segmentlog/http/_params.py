@@ -1,4 +1,4 @@
-"""Strict parsing of request text (run ids, seqs, limits, cursors) and the API's JSON errors.
+"""Strict parsing of request text: run ids, seqs, limits and cursors.
 
 Strategy and invariants
 - Request text is parsed before any store is touched, and only into ``uuid.UUID`` and
@@ -6,27 +6,17 @@ Strategy and invariants
 - Parsing is strict on purpose: a run id must be the canonical 36-character UUID form, and a
   number must be plain ASCII digits (``int()`` would also take ``" 7"``, ``"+7"``, ``"1_0"``
   and 4000-digit strings). Anything else is a 400 whose message says what was expected.
-- ``ApiError`` carries a status, a short machine-readable code and a human sentence; the app
-  renders every error, including Starlette's own 404/405, as ``{"error": code, "detail":
-  sentence}`` (see ``error_body``).
+- A bad value raises ``ApiError`` 400 (``_errors``), rendered as JSON.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
 
-import msgspec
+from ._errors import ApiError
 
-__all__ = [
-    "MAX_LIMIT",
-    "ApiError",
-    "error_body",
-    "parse_limit",
-    "parse_run_id",
-    "parse_seq",
-]
+__all__ = ["MAX_LIMIT", "bad_request", "parse_limit", "parse_run_id", "parse_seq"]
 
 #: The largest ``limit`` a page request may ask for.
 MAX_LIMIT = 1000
@@ -35,33 +25,6 @@ _CANONICAL_UUID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 _DIGITS = re.compile(r"[0-9]{1,18}")  # at most 18 digits: always below 2**63
-
-
-class ApiError(Exception):
-    """An error answered with ``status`` and a JSON body ``{"error": code, "detail": ...}``."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        detail: str,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self.headers = dict(headers or {})
-
-
-class _ErrorBody(msgspec.Struct, frozen=True):
-    error: str
-    detail: str
-
-
-def error_body(code: str, detail: str) -> bytes:
-    """The JSON body of an error response."""
-    return msgspec.json.encode(_ErrorBody(code, detail))
 
 
 def bad_request(detail: str) -> ApiError:

@@ -6,7 +6,7 @@ Strategy and invariants
   ``GET /runs/{run_id}/stream`` (server-sent events), ``GET /event-types`` (the SSE event
   names, for clients that must subscribe by name), and the viewer: ``/``, ``/viewer.js``,
   ``/viewer.css``. Every response is JSON or one of those three files; every error is JSON
-  (``_params.error_body``). The viewer's files are read from the package once, at startup:
+  (``_errors``). The viewer's files are read from the package once, at startup:
   no file path is ever built from a request.
 - The stream resumes after ``Last-Event-ID`` (or, without that header, ``?after=``), so a
   browser that reconnects after a drop gets exactly the seqs it has not seen. A finished
@@ -27,7 +27,6 @@ from __future__ import annotations
 import bisect
 import hmac
 import logging
-import sys
 import typing
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -39,24 +38,17 @@ import msgspec
 from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ..errors import NotFoundError, SegmentLogError
 from ..events import AgentEvent
 from ._auth import COOKIE_NAME, HostGate, TokenGate
+from ._errors import EXCEPTION_HANDLERS, JSON_HEADERS
 from ._feed import FeedRegistry, event_name
-from ._params import (
-    ApiError,
-    error_body,
-    parse_limit,
-    parse_run_id,
-    parse_seq,
-)
+from ._params import parse_limit, parse_run_id, parse_seq
 from ._reader import RunSummary, StoreReader, Unsupported
 
 __all__ = ["DEFAULT_HEARTBEAT", "create_app"]
@@ -66,7 +58,6 @@ logger = logging.getLogger("segmentlog.http")
 #: Seconds between heartbeat comments on an idle stream.
 DEFAULT_HEARTBEAT = 15.0
 
-_JSON_HEADERS = {"cache-control": "no-store"}
 _PAGE_HEADERS = {
     "cache-control": "no-store",
     "x-content-type-options": "nosniff",
@@ -96,7 +87,7 @@ def _json(value: Any, status: int = 200) -> Response:
         msgspec.json.encode(value),
         status_code=status,
         media_type="application/json",
-        headers=_JSON_HEADERS,
+        headers=JSON_HEADERS,
     )
 
 
@@ -109,12 +100,6 @@ def _store_event_type(store: Any) -> Any:
     inner = getattr(store, "blocking", store)  # AsyncSegmentLog wraps a SegmentLog
     options = getattr(inner, "options", None)
     return getattr(options, "event_type", AgentEvent)
-
-
-def _unavailable_error() -> type[BaseException] | None:
-    module = sys.modules.get("segmentlog.postgres")  # loaded only if a Postgres store exists
-    error: type[BaseException] | None = getattr(module, "PostgresUnavailableError", None)
-    return error
 
 
 def create_app(
@@ -258,12 +243,12 @@ def create_app(
             after = parse_seq(request.query_params.get("after"), "after") or 0
         last, finished = await resume_point(run_id, after)
         if finished and after >= last:
-            return Response(status_code=204, headers=_JSON_HEADERS)
+            return Response(status_code=204, headers=JSON_HEADERS)
         shutdown = anyio.Event()
         return _RunStream(
             run_id,
             _frames(feeds, run_id, after, last, shutdown, retry_ms),
-            headers=_JSON_HEADERS,
+            headers=JSON_HEADERS,
             ping=heartbeat,
             send_timeout=send_timeout,
             shutdown_event=shutdown,
@@ -286,13 +271,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=middleware,
-        exception_handlers={
-            ApiError: _api_error,
-            HTTPException: _http_error,
-            NotFoundError: _not_found,
-            Unsupported: _unsupported,
-            SegmentLogError: _store_error,
-        },
+        exception_handlers=dict(EXCEPTION_HANDLERS),
     )
     app.state.feeds = feeds
     app.state.reader = reader
@@ -346,48 +325,3 @@ async def _frames(
             cursor = frames[end].seq
             if frames[end].terminal:
                 return
-
-
-def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        error_body(code, detail),
-        status_code=status,
-        media_type="application/json",
-        headers={**_JSON_HEADERS, **(headers or {})},
-    )
-
-
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return _error(exc.status, exc.code, exc.detail, exc.headers)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        return _error(404, "not_found", f"no route {request.method} {request.url.path}")
-    if exc.status_code == 405:
-        return _error(
-            405,
-            "method_not_allowed",
-            f"{request.method} is not allowed here; this API is read-only (GET)",
-            dict(exc.headers or {}),
-        )
-    return _error(exc.status_code, "http_error", str(exc.detail), dict(exc.headers or {}))
-
-
-async def _not_found(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, NotFoundError)
-    return _error(404, "run_not_found", f"run {exc.run_id} has no events")
-
-
-async def _unsupported(request: Request, exc: Exception) -> Response:
-    return _error(501, "not_supported", str(exc))
-
-
-async def _store_error(request: Request, exc: Exception) -> Response:
-    unavailable = _unavailable_error()
-    if unavailable is not None and isinstance(exc, unavailable):
-        return _error(503, "store_unavailable", str(exc), {"retry-after": "2"})
-    logger.error("store error on %s: %s", request.url.path, exc)
-    return _error(500, "store_error", str(exc))

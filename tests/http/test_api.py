@@ -14,6 +14,7 @@ import pytest
 
 import segmentlog
 from segmentlog import MemoryEventStore, RunCompleted, RunStarted, TextDelta
+from segmentlog.errors import CorruptionError
 from segmentlog.http import create_app
 from tests.http.conftest import ThreadServer
 
@@ -190,3 +191,18 @@ def test_user_event_types_name_the_sse_events(tmp_path: Path, client: httpx.Clie
     assert types == {"event_types": ["done", "queued"]}
     assert "event: queued" in stream.text and "event: done" in stream.text
     assert info["terminal"] is True
+
+
+class DamagedStore(MemoryEventStore[Any]):
+    def list_after(self, run_id: uuid.UUID, after_seq: int | None = None, limit: int = 1000) -> Any:
+        raise CorruptionError(
+            "checksum mismatch", path="runs/x/0.seg", offset=128, first_seq=3, last_seq=None
+        )
+
+
+def test_store_damage_is_a_500_naming_it(client: httpx.Client) -> None:
+    with ThreadServer(create_app(DamagedStore())) as server:
+        response = client.get(f"{server.url}/runs/{uuid.uuid4()}/events")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["error"] == "store_error" and "checksum mismatch" in body["detail"]

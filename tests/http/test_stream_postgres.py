@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -49,3 +50,15 @@ def test_stream_follows_a_postgres_writer_across_a_reconnect(
             (str(run_id), 102, True)
         ]
         assert runs["runs"][0]["bytes"] is None and runs["next_cursor"] is None
+
+
+def test_an_unreachable_postgres_is_a_503(tmp_path: Path) -> None:
+    # A Unix socket directory with no server in it: nothing leaves this machine.
+    store: PostgresEventStore = PostgresEventStore(
+        f"host={tmp_path} dbname=none", connect_timeout=1
+    )
+    with store, ThreadServer(create_app(store)) as server:
+        response = httpx.get(f"{server.url}/runs/{uuid.uuid4()}", timeout=10)
+    assert response.status_code == 503
+    assert response.json()["error"] == "store_unavailable"
+    assert response.headers["retry-after"] == "2"
