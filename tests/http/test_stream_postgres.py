@@ -12,9 +12,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from segmentlog import RunCompleted, RunStarted
 from segmentlog.http import create_app
-from segmentlog.postgres import PostgresEventStore
-from tests.http.conftest import ThreadServer, Writer
+from segmentlog.postgres import AsyncPostgresEventStore, PostgresEventStore
+from tests.http.conftest import ThreadServer, Writer, collect_events, seqs_of
 from tests.http.test_stream_e2e import follow_across_a_reconnect
 from tests.postgres.pgserver import PostgresServer, postgres_server
 
@@ -62,3 +63,24 @@ def test_an_unreachable_postgres_is_a_503(tmp_path: Path) -> None:
     assert response.status_code == 503
     assert response.json()["error"] == "store_unavailable"
     assert response.headers["retry-after"] == "2"
+
+
+def test_an_async_postgres_store_is_served_too(
+    pg_schema: str, postgres_server: PostgresServer
+) -> None:
+    run_id = uuid.uuid4()
+    with PostgresEventStore(postgres_server.dsn, schema=pg_schema) as writer:
+        writer.append(RunStarted(run_id=run_id, session_id=uuid.uuid4(), provider="p", model="m"))
+        writer.append(RunCompleted(run_id=run_id, finish_reason="stop", iterations=1))
+    store: AsyncPostgresEventStore = AsyncPostgresEventStore(
+        postgres_server.dsn, schema=pg_schema, max_idle_connections=0
+    )
+    app = create_app(store)
+    assert app.state.reader.is_async
+    with ThreadServer(app) as server, httpx.Client(timeout=10) as client:
+        events = collect_events(client, f"{server.url}/runs/{run_id}/stream")
+        info = client.get(f"{server.url}/runs/{run_id}").json()
+        listed = client.get(f"{server.url}/runs").json()["runs"]
+    assert seqs_of(events) == [1, 2] and events[-1].event == "RunCompleted"
+    assert info["terminal"] is True and info["last_seq"] == 2
+    assert [r["run_id"] for r in listed] == [str(run_id)]
