@@ -13,7 +13,8 @@
 
 (() => {
   const MAX_ROWS = 10000;
-  const RUNS_REFRESH_MS = 3000;
+  const RUNS_REFRESH_MS = 5000;
+  const MAX_RUNS = 1000; // runs listed (each is a summary the server reads on every refresh)
   const RECONNECT_MS = 1500;
 
   const query = new URLSearchParams(location.search);
@@ -60,16 +61,16 @@
     try {
       let runs = [];
       let cursor = null;
-      for (let page = 0; page < 10; page++) {
+      do {
         const suffix = cursor ? "&cursor=" + encodeURIComponent(cursor) : "";
-        const body = await getJSON("runs?limit=1000" + suffix);
+        const body = await getJSON("runs?limit=500" + suffix);
         runs = runs.concat(body.runs);
         cursor = body.next_cursor;
-        if (!cursor) break;
-      }
+      } while (cursor && runs.length < MAX_RUNS);
       runs.sort((a, b) => b.mtime - a.mtime);
       renderRuns(runs);
-      $("runs-status").textContent = runs.length ? `${runs.length} run(s)` : "no runs yet";
+      const more = cursor ? ` (the first ${runs.length} by id; open others as #run=ID)` : "";
+      $("runs-status").textContent = runs.length ? `${runs.length} run(s)${more}` : "no runs yet";
     } catch (err) {
       $("runs-status").textContent = "cannot list the runs: " + err.message;
     }
