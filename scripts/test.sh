@@ -1,7 +1,9 @@
 #!/bin/sh
 # Run segmentlog's whole test suite on a Debian machine, installing what it needs first:
-# the venv module (python3-venv) and PostgreSQL 15 (for the Postgres backend's tests) when
-# they are missing, then the package with its test extras into ./.venv.
+# the venv module (python3-venv), PostgreSQL 15 (for the Postgres backend's tests) and
+# Chromium (the HTTP viewer's browser tests drive Debian's build through Playwright; never
+# `playwright install`) when they are missing, then the package with its test extras into
+# ./.venv.
 # Extra arguments go to pytest (e.g. `sh scripts/test.sh -x tests/unit`).
 set -eu
 cd "$(dirname "$0")/.."
@@ -22,6 +24,9 @@ if [ -z "${SEGMENTLOG_PG_DSN:-}" ] && [ ! -x /usr/lib/postgresql/15/bin/initdb ]
     as_root mkdir -p /etc/postgresql-common
     echo 'create_main_cluster = false' | as_root tee /etc/postgresql-common/createcluster.conf >/dev/null
     apt_install postgresql-15
+fi
+if [ ! -x /usr/bin/chromium ]; then  # tests/http/test_viewer.py fails without it
+    apt_install chromium
 fi
 if ! command -v jq >/dev/null 2>&1; then  # the README's shell example, run as a test, uses jq
     apt_install jq

@@ -1,26 +1,89 @@
-"""A dependency-free progress bar for long commands (``segmentlog bench``, ``verify``).
+"""The progress bar of long commands (``segmentlog bench``, ``verify``), drawn by tqdm.
 
 Strategy and invariants
+- tqdm draws and times the bar (rate, ETA, in-place redraws); this module only keeps the
+  command line's policy, which tqdm does not have, behind the small API the commands use.
 - Output goes to a text stream (stderr by default), never stdout, so a command's real output
   can be piped while the bar is shown.
-- On a TTY the bar redraws one line in place with ``\\r`` at most every ``min_interval``
-  seconds, and the line is ended with a newline when the bar closes.
+- On a TTY the bar redraws one line in place at most every ``min_interval`` seconds (tqdm's
+  ``mininterval``), and the line is ended with a newline when the bar closes.
 - Anywhere else (a pipe, a log file, CI) ``\\r`` would pile up as garbage, so the bar prints a
-  plain line only when a tenth of the work (or ``plain_interval`` seconds) has passed, and a
-  final line at close; ``plain=False`` silences it completely off a TTY.
-- The bar never raises on a broken stream: progress is decoration, not the job.
+  whole line only when a tenth of the work (tqdm's ``miniters``) or ``plain_interval`` seconds
+  have passed, and a final line at close unless that state was just printed; ``plain=False``
+  silences it completely off a TTY. Those lines use ASCII bars (log viewers vary).
+- The bar never raises on a broken stream: progress is decoration, not the job. The stream is
+  wrapped so that a failed write silences the bar instead.
+- Rejected: keeping the hand-written renderer. It duplicated what tqdm, small and well kept,
+  already does (and does better: ETA, rate, terminal width).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from types import TracebackType
-from typing import TextIO
+from typing import Any, TextIO
+
+from tqdm import tqdm
 
 __all__ = ["Progress"]
 
-_BAR_WIDTH = 28
+
+class _Guarded:
+    """The stream the bar writes to; a write or flush that fails silences the bar."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            self._stream.write(text)
+        except (OSError, ValueError):
+            self.broken = True
+
+    def flush(self) -> None:
+        if self.broken:
+            return
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            self.broken = True
+
+    def __getattr__(self, name: str) -> Any:  # encoding, fileno, isatty: tqdm asks for them
+        return getattr(self._stream, name)
+
+
+class _InPlace(tqdm):  # type: ignore[type-arg]
+    """tqdm as it is, noting when it last drew (for ``set_status``)."""
+
+    shown_at = 0.0
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> None:
+        self.shown_at = time.monotonic()
+        super().display(msg, pos)
+
+
+class _Lines(_InPlace):
+    """tqdm printing whole lines instead of redrawing one with ``\\r``."""
+
+    shown_n: float = -1
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> None:
+        if msg == "":  # tqdm clearing the line: nothing to clear in line mode
+            return
+        self.shown_at = time.monotonic()
+        self.shown_n = self.n
+        self.fp.write((str(self) if msg is None else msg) + "\n")
+        self.fp.flush()
+
+    def close(self) -> None:
+        if not self.disable and self.n != self.shown_n:
+            self.display()
+        super().close()  # leave=False: tqdm only asks display() to clear
 
 
 class Progress:
@@ -57,60 +120,72 @@ class Progress:
     ) -> None:
         self.total = max(0, total)
         self.label = label
-        self.done = 0
         self.status = ""
-        self._stream = stream if stream is not None else sys.stderr
+        self._stream = _Guarded(stream if stream is not None else sys.stderr)
         if tty is None:
             try:
-                tty = self._stream.isatty()
+                tty = bool(self._stream.isatty())
             except (AttributeError, ValueError, OSError):
                 tty = False
         self._tty = tty
-        self._plain = plain
         self._min_interval = min_interval
         self._plain_interval = plain_interval
-        self._start = time.monotonic()
-        self._last_draw = float("-inf")
-        self._last_plain_tenth = -1
-        self._last_plain_time = self._start
-        self._last_plain_done = -1
-        self._width = 0
+        options: dict[str, Any] = {
+            "total": self.total or None,
+            "desc": label or None,
+            "file": self._stream,
+            "disable": not (tty or plain),
+        }
+        if tty:
+            self._bar: _InPlace = _InPlace(mininterval=min_interval, leave=True, **options)
+        else:
+            tenth = math.ceil(self.total / 10) if self.total else 1
+            self._bar = _Lines(miniters=tenth, mininterval=0, leave=False, ascii=True, **options)
         self._closed = False
+
+    @property
+    def done(self) -> int:
+        """Units done so far."""
+        return int(self._bar.n)
 
     # --- public API ------------------------------------------------------------------------
 
     def advance(self, n: int = 1) -> None:
         """Mark ``n`` more units done and redraw if it is time to."""
-        self.done += n
-        self._maybe_draw()
+        if self._closed:
+            return
+        bar = self._bar
+        if bar.update(n) or self._tty or bar.disable:
+            return
+        if time.monotonic() - bar.shown_at >= self._plain_interval:
+            bar.refresh()  # slow work: a line every plain_interval even within a tenth
 
     def set_status(self, status: str) -> None:
         """Show ``status`` (e.g. the step in progress) after the bar."""
+        if self._closed:
+            return
         self.status = status
-        self._maybe_draw()
+        bar = self._bar
+        bar.set_postfix_str(status, refresh=False)
+        if self._tty and time.monotonic() - bar.shown_at >= self._min_interval:
+            bar.refresh()
 
     def write(self, line: str) -> None:
         """Print a line of text above the bar without garbling it."""
-        if self._tty:
-            self._emit("\r" + " " * self._width + "\r" + line + "\n")
-            self._width = 0
-            self._last_draw = float("-inf")
-            self._maybe_draw()
+        if self._tty and not self._closed:
+            self._bar.write(line, file=self._stream)
         else:
-            self._emit(line + "\n")
+            self._stream.write(line + "\n")
+            self._stream.flush()
 
     def close(self) -> None:
         """Draw the final state and end the line. Calling it twice does nothing."""
         if self._closed:
             return
         self._closed = True
-        if self._tty:
-            self._emit("\r" + self._render().ljust(self._width) + "\n")
-        elif self._plain and self.done != self._last_plain_done:
-            self._emit(self._render() + "\n")
+        self._bar.close()
 
     def __enter__(self) -> Progress:
-        self._maybe_draw()
         return self
 
     def __exit__(
@@ -120,52 +195,3 @@ class Progress:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    # --- drawing ---------------------------------------------------------------------------
-
-    def _render(self) -> str:
-        elapsed = time.monotonic() - self._start
-        prefix = f"{self.label} " if self.label else ""
-        if self.total:
-            frac = min(1.0, self.done / self.total)
-            filled = round(frac * _BAR_WIDTH)
-            bar = "#" * filled + "-" * (_BAR_WIDTH - filled)
-            text = f"{prefix}[{bar}] {self.done}/{self.total} {frac * 100:3.0f}% {elapsed:5.1f}s"
-        else:
-            text = f"{prefix}{self.done} done {elapsed:5.1f}s"
-        if self.status:
-            text += f"  {self.status}"
-        return text
-
-    def _maybe_draw(self) -> None:
-        if self._closed:
-            return
-        now = time.monotonic()
-        if self._tty:
-            finished = self.total and self.done >= self.total
-            if now - self._last_draw < self._min_interval and not finished:
-                return
-            self._last_draw = now
-            text = self._render()
-            pad = max(0, self._width - len(text))
-            self._width = len(text)
-            self._emit("\r" + text + " " * pad)
-            return
-        if not self._plain:
-            return
-        tenth = (self.done * 10) // self.total if self.total else -1
-        if tenth > self._last_plain_tenth or now - self._last_plain_time >= self._plain_interval:
-            if self.done == 0 and self._last_plain_tenth >= 0:
-                return
-            self._last_plain_tenth = max(tenth, self._last_plain_tenth)
-            self._last_plain_time = now
-            self._last_plain_done = self.done
-            self._emit(self._render() + "\n")
-
-    def _emit(self, text: str) -> None:
-        try:
-            self._stream.write(text)
-            self._stream.flush()
-        except (OSError, ValueError):
-            self._tty = False
-            self._plain = False

@@ -1,8 +1,9 @@
 """The ``segmentlog`` command line (also ``python -m segmentlog``).
 
 Strategy and invariants
-- One subcommand per job: ``runs``, ``tail``, ``verify``, ``recover``, ``export``, ``import``
-  and ``bench`` (which hands every remaining argument to ``segmentlog.bench.main``).
+- One subcommand per job: ``runs``, ``tail``, ``verify``, ``recover``, ``export``, ``import``,
+  ``serve`` (whose work is in ``segmentlog.http.serve``, imported only when it runs) and
+  ``bench`` (which hands every remaining argument to ``segmentlog.bench.main``).
 - Exit codes: 0 success, 1 damage found, 2 usage error (bad arguments, missing or foreign
   directory, malformed or unknown run id, input that does not fit the log), 3 any other
   failure (another writer holds the lock, I/O errors, a newer on-disk format).
@@ -32,7 +33,6 @@ import msgspec
 
 from . import __version__, maintenance
 from . import log as log_module
-from ._progress import Progress
 from .errors import (
     CorruptionError,
     FormatVersionError,
@@ -107,6 +107,22 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a whole number >= 1")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (0 to 65535)")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
     return value
 
 
@@ -241,6 +257,47 @@ def _build_parser() -> _Parser:
         help="the JSON-lines file to read (default '-': standard input)",
     )
     p.set_defaults(handler=_cmd_import)
+
+    p = command(
+        "serve",
+        "watch runs live over HTTP: JSON API, server-sent events and a browser viewer",
+        "Serve the log at DIR over HTTP (read-only, safe beside a live writer): GET /runs, "
+        "/runs/RUN_ID, /runs/RUN_ID/events, /runs/RUN_ID/stream (server-sent events that "
+        "resume from Last-Event-ID) and a live viewer at /. Needs the http extra: "
+        "pip install 'segmentlog[http]'. Stops on Ctrl+C or SIGTERM.",
+    )
+    p.add_argument("dir", metavar="DIR", help="the log directory")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
+    p.add_argument(
+        "--port", type=_port, default=8000, help="TCP port (default 8000; 0 picks a free one)"
+    )
+    p.add_argument(
+        "--token",
+        default=os.environ.get("SEGMENTLOG_TOKEN") or None,
+        help="require this token on every request, as 'Authorization: Bearer TOKEN' or "
+        "?token=TOKEN (open the viewer as /?token=TOKEN); default: $SEGMENTLOG_TOKEN, "
+        "else no token",
+    )
+    p.add_argument(
+        "--heartbeat",
+        metavar="SECONDS",
+        type=_seconds,
+        default=15.0,
+        help="seconds between keep-alive comments on idle streams (default 15)",
+    )
+    p.add_argument(
+        "--allow-host",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="on a loopback address, also answer requests for Host NAME (repeatable; "
+        "e.g. the name a reverse proxy forwards); others get 400",
+    )
+    p.set_defaults(handler=_cmd_serve)
 
     p = command(
         "bench",
@@ -504,7 +561,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     show = args.progress == "always" or (
         args.progress == "auto" and total >= PROGRESS_MIN_RUNS and _isatty(stream)
     )
-    progress = Progress(total, "verify", stream=stream, plain=show) if show else None
+    progress = None
+    if show:
+        from ._progress import Progress  # tqdm takes ~25 ms to import: only when shown
+
+        progress = Progress(total, "verify", stream=stream, plain=show)
     done = 0
 
     def advance(checked: int) -> None:
@@ -564,6 +625,25 @@ def _cmd_recover(args: argparse.Namespace) -> int:
     else:
         out.text("ok: nothing to repair")
     out.close()
+    return EXIT_OK
+
+
+# --- serve -----------------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .http.serve import serve
+    except ImportError as exc:
+        return _fail("segmentlog serve", str(exc), EXIT_FAILURE)
+    serve(
+        args.dir,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        heartbeat=args.heartbeat,
+        allow_hosts=args.allow_host,
+    )
     return EXIT_OK
 
 

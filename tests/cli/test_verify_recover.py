@@ -46,7 +46,8 @@ def test_verify_reports_a_flipped_byte_with_file_offset_and_seqs(cli: Cli, tmp_p
 def test_verify_progress_always_draws_a_bar_on_stderr(cli: Cli, sample: SampleLog) -> None:
     result = cli("verify", sample.path, "--progress", "always")
     assert result.code == 0
-    assert "verify [" in result.err and "2/2" in result.err
+    assert "verify:" in result.err and "2/2" in result.err and "100%" in result.err
+    assert result.out.strip() == "ok: 2 run(s) checked, no damage found"  # stdout stays clean
     quiet = cli("verify", sample.path)
     assert quiet.err == ""
 

@@ -1,8 +1,10 @@
-"""Tests for segmentlog._progress: the bar's output on and off a terminal."""
+"""Tests for segmentlog._progress: the bar's output on and off a terminal (tqdm draws it)."""
 
 from __future__ import annotations
 
 import io
+
+import pytest
 
 from segmentlog._progress import Progress
 
@@ -20,10 +22,11 @@ def test_non_tty_prints_plain_lines_without_carriage_returns() -> None:
     text = out.getvalue()
     assert "\r" not in text
     lines = text.splitlines()
-    assert lines[0].startswith("bench [")
+    assert lines[0].startswith("bench:")
     assert "0/20" in lines[0]
-    assert lines[-1].startswith("bench [")
-    assert "20/20" in lines[-1]
+    assert lines[-1].startswith("bench:")
+    assert "20/20" in lines[-1] and "100%" in lines[-1]
+    assert all(line.isascii() for line in lines)
     # Roughly one line per tenth of the work, not one per advance.
     assert 2 <= len(lines) <= 12
 
@@ -71,8 +74,8 @@ def test_zero_total_shows_counts_only() -> None:
     out = io.StringIO()
     with Progress(0, "files", stream=out, plain_interval=0.0) as p:
         p.advance(7)
-    assert "7 done" in out.getvalue().splitlines()[-1]
-    assert "[" not in out.getvalue()
+    assert "7it" in out.getvalue().splitlines()[-1]
+    assert "%" not in out.getvalue()  # no bar, no percentage: only counts
 
 
 def test_close_twice_is_harmless_and_advance_after_close_prints_nothing() -> None:
@@ -91,3 +94,25 @@ def test_broken_stream_does_not_raise() -> None:
     out.close()
     with Progress(2, "gone", stream=out, tty=True) as p:
         p.advance(2)
+
+
+def test_non_tty_prints_a_line_after_plain_interval_even_within_a_tenth() -> None:
+    out = io.StringIO()
+    with Progress(1000, "slow", stream=out, plain_interval=0.0) as p:
+        p.advance()  # far from a tenth, but plain_interval (0 s) has passed
+        p.advance()
+    lines = out.getvalue().splitlines()
+    assert ["0/1000" in lines[0], "1/1000" in lines[1], "2/1000" in lines[2]] == [True] * 3
+    assert len(lines) == 3
+
+
+def test_the_bar_defaults_to_stderr_and_never_touches_stdout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with Progress(4, "quiet-stdout", plain_interval=0.0) as p:
+        p.set_status("working")
+        p.advance(4)
+        p.write("a note")
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "4/4" in captured.err and "a note" in captured.err
