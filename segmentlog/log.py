@@ -34,7 +34,8 @@ from .follow import AppendSignal, poll_until, subscribe
 from .handles import Handles
 from .layout import Layout, check_directory, list_run_ids, open_for_writing
 from .options import FsyncPolicy, LogOptions, parse_options
-from .reader import read_page
+from .prepare import Work
+from .reader import fingerprint, follow, read_page
 from .recovery import RecoveredRun, recover_run
 from .repair import RecoveryReport
 from .retention import select_for_deletion
@@ -189,10 +190,12 @@ class SegmentLog(Generic[E]):
         self._reports.extend(recovered.reports)
         return recovered
 
-    def _load(self, run: Run[E]) -> None:
-        recovered = self._recover(run)
+    def _load(self, run: Any) -> None:
+        recovered = self._recover(run) or RecoveredRun()
         writable = not self.options.read_only
-        run.adopt(recovered or RecoveredRun(), writable)
+        run.adopt(recovered.segments, recovered.last_seq, recovered.last_payload, writable)
+        if not writable:
+            run.fingerprint = fingerprint(self._fs, run.dir) if recovered.segments else None
         if writable and recovered is not None and not recovered.segments:
             with contextlib.suppress(OSError):
                 self._fs.rmdir(run.dir)  # a directory left empty by a crash
@@ -201,7 +204,7 @@ class SegmentLog(Generic[E]):
         """The run, following another process's appends when read-only."""
         run = self._get_run(run_id)
         if self.options.read_only:
-            run.follow(self._recover)
+            follow(self._fs, run, self._load, self.options.max_record_bytes)
         return run
 
     def runs(self) -> list[uuid.UUID]:
@@ -282,7 +285,7 @@ class SegmentLog(Generic[E]):
             requests = {}
             for rid, positions in groups.items():
                 run = runs[rid]
-                req: Request[list[Envelope[E]]] = Request(run.work([events[i] for i in positions]))
+                req: Request[list[Envelope[E]]] = Request(Work([events[i] for i in positions]))
                 run.prepare(req, run.last_seq + 1, 0, bytearray())  # validate; writes nothing
                 requests[rid] = req
             for rid in sorted(runs):

@@ -10,6 +10,8 @@ Strategy and invariants
   ``schema`` decodes in a single msgspec call.
 - Readers open and close their own descriptors per call, so the writer's descriptor LRU can
   never pull one from under them.
+- A read-only log has no writer to tell it of appends: ``follow`` verifies what another
+  process added to a run since the last look, and only whole batches become visible.
 - An index point that names another seq is a stale cache entry, not damage: it is dropped and
   the walk restarts from the previous point. Anything else that does not verify raises
   ``CorruptionError`` with the file, the offset and the seqs affected; a record that fails its
@@ -20,7 +22,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from ._fs import FileSystem
 from .durability import logger
@@ -31,13 +34,18 @@ from .format import (
     SEGMENT_HEADER_SIZE,
     ZERO_FILL,
     FrameCorruption,
+    frame_checksum,
     frame_length,
+    segment_name,
     walk_frames,
 )
+from .index import SparseIndex
+from .layout import list_segments
+from .scan import scan
 from .schema import EnvelopeCodec, new_page
 from .segment import Segment
 
-__all__ = ["read_page"]
+__all__ = ["Followed", "fingerprint", "follow", "read_page"]
 
 E = TypeVar("E")
 
@@ -131,3 +139,104 @@ def _read_segment(
 
 def _damage(seg: Segment, offset: int, reason: str, seq: int, last: int) -> CorruptionError:
     return CorruptionError(reason, path=seg.path, offset=offset, first_seq=seq, last_seq=last)
+
+
+# --- following another process's appends (read-only logs) ---------------------------------
+
+#: Bytes a follower reads past its known end per look (more when frames keep coming).
+_FOLLOW_WINDOW = 256 * 1024
+
+
+class Followed(Protocol):
+    """What ``follow`` reads and updates of a run (``Run`` has it)."""
+
+    dir: str
+    loaded: bool
+    segments: list[Segment]
+    bases: list[int]
+    last_seq: int
+    visible_seq: int
+    tail_payload: bytes | None
+    fingerprint: bytes | None
+    view_lock: threading.Lock
+    commit_lock: threading.Lock
+
+
+def follow(
+    fs: FileSystem, run: Followed, reload: Callable[[Followed], None], max_record: int
+) -> None:
+    """Read-only: pick up frames and segments another process added since the last look.
+
+    A run deleted (and perhaps re-created) behind the reader is noticed by its first frame's
+    checksum (its fingerprint) or a shrunken last segment, and loaded afresh by ``reload``.
+    """
+    with run.commit_lock:
+        fresh = not run.loaded or not run.segments
+        if fresh or fingerprint(fs, run.dir) != run.fingerprint:
+            reload(run)
+            return
+        for base in list_segments(fs, run.dir, writable=False):
+            if base > run.bases[-1]:
+                if not _extend_tail(fs, run, max_record) or run.last_seq + 1 != base:
+                    return
+                seg = Segment(run.dir, base, SparseIndex(base, run.segments[-1].index.interval))
+                with run.view_lock:
+                    run.segments.append(seg)
+                    run.bases.append(base)
+        if not _extend_tail(fs, run, max_record) and _shrunk(fs, run.segments[-1]):
+            reload(run)
+
+
+def fingerprint(fs: FileSystem, run_dir: str) -> bytes | None:
+    """The checksum field of the run's first frame: it identifies the run's incarnation."""
+    try:
+        fd = fs.open_read(f"{run_dir}/{segment_name(1)}")
+    except FileNotFoundError:
+        return None
+    try:
+        return frame_checksum(fs.pread(fd, FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE), 0)
+    finally:
+        fs.close(fd)
+
+
+def _shrunk(fs: FileSystem, seg: Segment) -> bool:
+    try:
+        return fs.file_size(seg.path) < seg.size
+    except FileNotFoundError:
+        return True
+
+
+def _extend_tail(fs: FileSystem, run: Followed, max_record: int) -> bool:
+    """Verify frames appended to the last segment; True when it reached the data end."""
+    seg = run.segments[-1]
+    try:
+        fd = fs.open_read(seg.path)
+    except FileNotFoundError:
+        return False
+    try:
+        size = fs.size(fd)
+        window = _FOLLOW_WINDOW
+        while size > seg.size:
+            start = seg.size
+            buf = fs.pread(fd, min(size - start, window), start)
+            interval = seg.index.interval
+            result = scan(buf, start, seg.last_seq + 1, max_record, interval, seg.index.last_offset)
+            seg.index.extend(result.index_points, result.batch_start)
+            if result.batch_start > start:
+                with run.view_lock:
+                    seg.size = result.batch_start
+                    seg.last_seq = result.batch_start_seq
+                    run.last_seq = run.visible_seq = seg.last_seq
+                    if result.last_payload is not None:
+                        run.tail_payload = result.last_payload
+            if result.limit >= size:  # the window reached the end of the file
+                return result.damage is None and result.batch_start == result.end
+            if result.damage is None and result.end < result.limit:
+                return True  # zeros: the preallocated tail
+            if result.damage is not None and not result.damage.short:
+                return False
+            if seg.size == start:
+                window *= 2  # a frame or batch larger than the window
+        return size == seg.size
+    finally:
+        fs.close(fd)

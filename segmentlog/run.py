@@ -15,13 +15,12 @@ Strategy and invariants
   cut off, every request of that commit gets ``LogFailedError``, and so does every later one.
 - New runs and segments cost only the system calls the policy needs: no fsync at creation;
   the first durable commit fsyncs the segment, then the run directory and ``runs/`` once.
-- Read-only logs never write: ``follow`` picks up frames and segments another process added.
+- Read-only logs never write; ``reader.follow`` updates their runs from the files.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import threading
 import uuid
 from bisect import bisect_right
@@ -30,29 +29,17 @@ from typing import Any, Generic, TypeVar
 from ._fs import FileSystem
 from .durability import FsyncTimer, GroupCommit, LogState, Request
 from .errors import AppendError
-from .events import Envelope, new_event_id, utcnow
-from .format import (
-    FRAME_HEADER_SIZE,
-    MAX_SEGMENT_OFFSET,
-    SEGMENT_HEADER_SIZE,
-    FrameEncoder,
-    frame_checksum,
-    segment_name,
-)
-from .index import SparseIndex
-from .layout import Layout, list_segments
+from .events import Envelope
+from .format import FrameEncoder
+from .layout import Layout
 from .options import FsyncPolicy, LogOptions
-from .recovery import RecoveredRun
-from .scan import scan
+from .prepare import Prepared, Work, check_import, index_points, make_envelopes, prepare
 from .schema import EnvelopeCodec
 from .segment import Segment
 
 __all__ = ["Run", "RunContext"]
 
 E = TypeVar("E")
-
-#: Bytes a follower reads past its known end per look (more when frames keep coming).
-_FOLLOW_WINDOW = 256 * 1024
 
 
 class RunContext(Generic[E]):
@@ -92,30 +79,6 @@ class RunContext(Generic[E]):
         self.notify = notify
 
 
-class _Work(Generic[E]):
-    """One caller's append: its events, or envelopes to import as they are."""
-
-    __slots__ = ("events", "imported")
-
-    def __init__(self, events: list[E], imported: list[Envelope[E]] | None) -> None:
-        self.events = events
-        self.imported = imported
-
-
-class Prepared(Generic[E]):
-    """A request's envelopes and their encoded frames (``buf``, frame starts in ``starts``)."""
-
-    __slots__ = ("buf", "envelopes", "request", "starts")
-
-    def __init__(
-        self, request: Request[list[Envelope[E]]], envelopes: list[Envelope[E]], buf: bytearray
-    ) -> None:
-        self.request = request
-        self.envelopes = envelopes
-        self.buf = buf
-        self.starts: list[int] = []
-
-
 class Run(Generic[E]):
     """In-memory state and the write path of one run. See the module docstring."""
 
@@ -150,20 +113,20 @@ class Run(Generic[E]):
 
     # --- loading ---------------------------------------------------------------------------
 
-    def adopt(self, recovered: RecoveredRun, writable: bool) -> None:
+    def adopt(
+        self, segments: list[Segment], last_seq: int, last_payload: bytes | None, writable: bool
+    ) -> None:
         """Take the state recovery established. Holds ``commit_lock``."""
         with self.view_lock:
-            self.segments = recovered.segments
-            self.bases = [s.base_seq for s in self.segments]
-            self.last_seq = self.visible_seq = recovered.last_seq
-            self.tail_payload = recovered.last_payload
+            self.segments = segments
+            self.bases = [s.base_seq for s in segments]
+            self.last_seq = self.visible_seq = last_seq
+            self.tail_payload = last_payload
             self.session_id = None
             self.terminal = False
         # Which policy the last writer had is not recorded, so directory entries it made may
         # not be durable: the first sync covers them too.
         self.run_dir_pending = self.runs_dir_pending = writable and bool(self.segments)
-        if not writable and self.segments:
-            self.fingerprint = self._fingerprint()
         self.loaded = True
 
     def reset(self) -> None:
@@ -195,18 +158,13 @@ class Run(Generic[E]):
         self, events: list[E], imported: list[Envelope[E]] | None = None
     ) -> list[Envelope[E]]:
         """Append events (or import envelopes) atomically; returns their envelopes."""
-        work = _Work(events, imported)
+        work = Work(events, imported)
         if self.committer is not None:
             return self.committer.submit(work, self._commit_group)
         req: Request[list[Envelope[E]]] = Request(work)
         with self.commit_lock:
             self._commit_requests([req])
         return req.outcome()
-
-    @staticmethod
-    def work(events: list[E]) -> _Work[E]:
-        """The work item of an append of ``events`` (for ``Request``)."""
-        return _Work(events, None)
 
     def commit_locked(self, req: Request[list[Envelope[E]]]) -> None:
         """Commit one request while the caller holds ``commit_lock`` (multi-run batches)."""
@@ -257,43 +215,17 @@ class Run(Generic[E]):
         Raises ``InvalidEventError``/``RecordTooLargeError``/``ValueError`` for bad input,
         leaving ``buf`` as it was.
         """
-        work: _Work[E] = req.work
-        if work.imported is None:
-            envelopes = self._make_envelopes(work.events, first_seq)
+        work: Work[E] = req.work
+        ctx = self.ctx
+        if work.imported is not None:
+            envelopes = check_import(self.id, work.imported, first_seq)
         else:
-            envelopes = _check_import(self.id, work.imported, first_seq)
-        prepared = Prepared(req, envelopes, buf)
-        encode, check, starts = self.ctx.encoder.encode, self.ctx.check, prepared.starts
-        mark = min(mark, MAX_SEGMENT_OFFSET)
-        last = len(envelopes) - 1
-        base = len(buf)
-        try:
-            for i, env in enumerate(envelopes):
-                start = len(buf)
-                size = encode(buf, env, mark, i < last)
-                starts.append(start)
-                if check is not None:
-                    check(buf[start + FRAME_HEADER_SIZE : start + size], env)
-        except BaseException:
-            del buf[base:]
-            raise
-        return prepared
-
-    def _make_envelopes(self, events: list[E], seq: int) -> list[Envelope[E]]:
-        if self.tail_payload is not None:
-            with self.view_lock:
-                self.load_tail()
-        session = self.session_id
-        run_id = self.id
-        session_of = self.ctx.codec.session_of
-        out: list[Envelope[E]] = []
-        for event in events:
-            started = session_of(event)
-            if started is not None:
-                session = started
-            out.append(Envelope(new_event_id(), seq, run_id, session, event, utcnow()))
-            seq += 1
-        return out
+            if self.tail_payload is not None:
+                with self.view_lock:
+                    self.load_tail()
+            session = self.session_id
+            envelopes = make_envelopes(ctx.codec, self.id, session, work.events, first_seq)
+        return prepare(ctx.encoder, ctx.check, req, envelopes, mark, buf)
 
     def _commit_prepared(
         self, seg: Segment, buf: bytes | bytearray, prepared: list[Prepared[E]]
@@ -308,7 +240,7 @@ class Run(Generic[E]):
         except OSError as exc:
             raise ctx.state.fail(exc) from exc
         if start + len(buf) - seg.index.last_offset >= seg.index.interval:
-            seg.write_index(fs, seg.index.extend(_points(prepared, start)))
+            seg.write_index(fs, seg.index.extend(index_points(prepared, start)))
         previous = self.last_seq
         self.last_seq = last
         if ctx.durable_ack:
@@ -479,111 +411,3 @@ class Run(Generic[E]):
                     if seg.last_seq >= last:
                         break
         return visible, plan
-
-    def follow(self, recover: Any) -> None:
-        """Read-only: pick up frames and segments another process added since the last look.
-
-        A run deleted (and perhaps re-created) behind the reader is noticed by its first
-        frame's checksum or a shrunken last segment, and loaded afresh with ``recover``.
-        """
-        with self.commit_lock:
-            stale = self.loaded and bool(self.segments) and self._fingerprint() != self.fingerprint
-            if stale or not self.loaded or not self.segments:
-                self._reload(recover)
-                return
-            for base in list_segments(self.ctx.fs, self.dir, writable=False):
-                if base > self.bases[-1]:
-                    if not self._extend_tail() or self.last_seq + 1 != base:
-                        return
-                    seg = Segment(self.dir, base, SparseIndex(base, self.ctx.interval))
-                    with self.view_lock:
-                        self.segments.append(seg)
-                        self.bases.append(base)
-            if not self._extend_tail() and self._shrunk():
-                self._reload(recover)
-
-    def _reload(self, recover: Any) -> None:
-        self.reset()
-        self.loaded = False
-        self.adopt(recover(self) or RecoveredRun(), writable=False)
-
-    def _fingerprint(self) -> bytes | None:
-        fs = self.ctx.fs
-        try:
-            fd = fs.open_read(f"{self.dir}/{segment_name(1)}")
-        except FileNotFoundError:
-            return None
-        try:
-            return frame_checksum(fs.pread(fd, FRAME_HEADER_SIZE, SEGMENT_HEADER_SIZE), 0)
-        finally:
-            fs.close(fd)
-
-    def _shrunk(self) -> bool:
-        seg = self.segments[-1]
-        try:
-            return self.ctx.fs.file_size(seg.path) < seg.size
-        except FileNotFoundError:
-            return True
-
-    def _extend_tail(self) -> bool:
-        """Verify frames appended to the last segment; True when it reached the data end."""
-        seg = self.segments[-1]
-        fs = self.ctx.fs
-        try:
-            fd = fs.open_read(seg.path)
-        except FileNotFoundError:
-            return False
-        try:
-            size = fs.size(fd)
-            window = _FOLLOW_WINDOW
-            while size > seg.size:
-                start = seg.size
-                buf = fs.pread(fd, min(size - start, window), start)
-                result = scan(
-                    buf,
-                    start,
-                    seg.last_seq + 1,
-                    self.ctx.options.max_record_bytes,
-                    seg.index.interval,
-                    seg.index.last_offset,
-                )
-                seg.index.extend(result.index_points, result.batch_start)
-                if result.batch_start > start:
-                    with self.view_lock:
-                        seg.size = result.batch_start
-                        seg.last_seq = result.batch_start_seq
-                        self.last_seq = self.visible_seq = seg.last_seq
-                        if result.last_payload is not None:
-                            self.tail_payload = result.last_payload
-                if result.limit >= size:  # the window reached the end of the file
-                    return result.damage is None and result.batch_start == result.end
-                if result.damage is None and result.end < result.limit:
-                    return True  # zeros: the preallocated tail
-                if result.damage is not None and not result.damage.short:
-                    return False
-                if seg.size == start:
-                    window *= 2  # a frame or batch larger than the window
-            return size == seg.size
-        finally:
-            fs.close(fd)
-
-
-def _points(prepared: list[Prepared[Any]], start: int) -> list[tuple[int, int]]:
-    """Index candidates: (seq, offset) of every frame just written from offset ``start``."""
-    return [
-        (env.seq, start + off)
-        for p in prepared
-        for env, off in zip(p.envelopes, p.starts, strict=True)
-    ]
-
-
-def _check_import(run_id: uuid.UUID, imported: list[Envelope[Any]], expected: int) -> list[Any]:
-    if imported[0].seq != expected:
-        raise ValueError(
-            f"run {run_id}: import of seq {imported[0].seq} refused; the run's next seq "
-            f"is {expected} (import never creates gaps or overwrites)"
-        )
-    for prev, env in itertools.pairwise(imported):
-        if env.seq != prev.seq + 1:
-            raise ValueError(f"run {run_id}: import seqs jump from {prev.seq} to {env.seq}")
-    return imported
