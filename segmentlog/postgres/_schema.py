@@ -1,0 +1,163 @@
+"""The SQL: the tables, the append function, and every statement the stores send.
+
+Strategy and invariants
+- Two tables and one function in one schema, created only by ``create_schema()`` (or by
+  running ``schema_sql()`` from a migration), never at import:
+  ``segmentlog_runs(run_id PK, last_seq, session_id, terminal_seq)`` and
+  ``segmentlog_events(run_id, seq, event_id, session_id, emitted_at, event)`` keyed by
+  ``(run_id, seq)``. Both keys start with run_id, so Citus can distribute and co-locate
+  both tables by run_id.
+- ``event`` holds the msgpack-encoded event alone; the envelope's other fields are columns.
+  Storing the whole encoded envelope was rejected: its bytes contain the seq, so the client
+  would need the seq before sending the row, and the run's row lock would then be held across
+  a client round trip.
+- ``segmentlog_append`` does a whole append of one run as one statement, so an append is one
+  round trip and no lock is ever held while waiting on a client. Seqs come from the run's row
+  (``last_seq = last_seq + n`` under its row lock; never ``MAX(seq) + 1``), so appenders in
+  any process are serialised per run and a rolled-back append takes its seqs with it.
+  (psycopg's pipeline mode would also give one round trip, but measured several times
+  slower per call than a single statement.)
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from psycopg import sql
+
+__all__ = [
+    "APPEND_FUNCTION",
+    "EVENTS_TABLE",
+    "RUNS_TABLE",
+    "SETTLE_LOCK_TIMEOUT_MS",
+    "Statements",
+    "channel_of",
+    "listen_statement",
+    "schema_sql",
+]
+
+RUNS_TABLE = "segmentlog_runs"
+EVENTS_TABLE = "segmentlog_events"
+APPEND_FUNCTION = "segmentlog_append"
+#: How long (ms) to wait for the row lock of a transaction whose connection died mid-flight.
+SETTLE_LOCK_TIMEOUT_MS = 10_000
+
+_DDL = """\
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {runs} (
+    run_id       uuid PRIMARY KEY,
+    last_seq     bigint NOT NULL,
+    session_id   uuid,
+    terminal_seq bigint
+);
+CREATE TABLE IF NOT EXISTS {events} (
+    run_id     uuid NOT NULL,
+    seq        bigint NOT NULL,
+    event_id   uuid NOT NULL,
+    session_id uuid,
+    emitted_at timestamptz NOT NULL,
+    event      bytea NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+COMMENT ON COLUMN {events}.event IS
+    'the event, msgpack-encoded by msgspec (uuids as 16 bytes), as in segmentlog frames';
+CREATE OR REPLACE FUNCTION {append}(
+    p_run_id uuid,
+    p_event_ids uuid[],
+    p_sessions uuid[],
+    p_emitted_at timestamptz[],
+    p_events bytea[],
+    p_terminal_back integer
+) RETURNS TABLE (o_last_seq bigint, o_session_id uuid)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    n integer := cardinality(p_events);
+    v_last bigint;
+    v_session uuid;
+BEGIN
+    -- Reserve n seqs and row-lock the run; session_id is left alone here, so this returns
+    -- the session in force before the append.
+    INSERT INTO {runs} AS r (run_id, last_seq) VALUES (p_run_id, n)
+    ON CONFLICT (run_id) DO UPDATE SET last_seq = r.last_seq + EXCLUDED.last_seq
+    RETURNING r.last_seq, r.session_id INTO v_last, v_session;
+    INSERT INTO {events} (run_id, seq, event_id, session_id, emitted_at, event)
+    SELECT p_run_id, v_last - n + u.ord, u.event_id, COALESCE(u.session_id, v_session),
+           u.emitted_at, u.event
+    FROM unnest(p_event_ids, p_sessions, p_emitted_at, p_events)
+         WITH ORDINALITY AS u(event_id, session_id, emitted_at, event, ord);
+    IF p_sessions[n] IS NOT NULL OR p_terminal_back IS NOT NULL THEN
+        UPDATE {runs} AS r
+        SET session_id = COALESCE(p_sessions[n], r.session_id),
+            terminal_seq = COALESCE(r.terminal_seq, v_last - p_terminal_back)
+        WHERE r.run_id = p_run_id;
+    END IF;
+    PERFORM pg_notify('segmentlog_' || replace(p_run_id::text, '-', ''), '');
+    RETURN QUERY SELECT v_last, v_session;
+END
+$fn$;
+"""
+
+#: The columns an Envelope is rebuilt from, in ``RowCodec.to_envelopes`` order.
+_ENVELOPE_COLUMNS = "seq, event_id, session_id, emitted_at AT TIME ZONE 'UTC', event"
+
+
+def schema_sql(schema: str = "public") -> str:
+    """The idempotent DDL that ``create_schema()`` runs, for use in a migration tool."""
+    return Statements(schema).ddl.as_string(None)
+
+
+def channel_of(run_id: uuid.UUID) -> str:
+    """The NOTIFY channel a run's commits are announced on."""
+    return f"segmentlog_{run_id.hex}"
+
+
+def listen_statement(channel: str) -> sql.Composed:
+    """``LISTEN`` on ``channel``."""
+    return sql.SQL("LISTEN {}").format(sql.Identifier(channel))
+
+
+class Statements:
+    """Every statement the stores send, composed once for one schema."""
+
+    def __init__(self, schema: str) -> None:
+        if not isinstance(schema, str) or not schema:
+            raise ValueError(f"schema must be a non-empty string, got {schema!r}")
+        names = {
+            "schema": sql.Identifier(schema),
+            "runs": sql.Identifier(schema, RUNS_TABLE),
+            "events": sql.Identifier(schema, EVENTS_TABLE),
+            "append": sql.Identifier(schema, APPEND_FUNCTION),
+            "columns": sql.SQL(_ENVELOPE_COLUMNS),
+        }
+
+        def q(text: str) -> sql.Composed:
+            return sql.SQL(text).format(**names)
+
+        self.schema = schema
+        self.ddl = q(_DDL)
+        self.ddl_lock = sql.SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
+            sql.Literal("segmentlog.create_schema:" + schema)
+        )
+        self.append = q(
+            "SELECT o_last_seq, o_session_id FROM {append}"
+            "(%s, %s::uuid[], %s::uuid[], %s::timestamptz[], %s::bytea[], %s::integer)"
+        )
+        self.page = q(
+            "SELECT {columns} FROM {events} WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s"
+        )
+        self.run_exists = q("SELECT 1 FROM {runs} WHERE run_id = %s")
+        self.last_seq = q("SELECT last_seq FROM {runs} WHERE run_id = %s")
+        self.terminal_seq = q("SELECT terminal_seq FROM {runs} WHERE run_id = %s")
+        self.runs = q("SELECT run_id FROM {runs} ORDER BY run_id")
+        self.settle_timeout = sql.SQL("SET LOCAL lock_timeout = {}").format(
+            sql.Literal(f"{SETTLE_LOCK_TIMEOUT_MS}ms")
+        )
+        # A dead transaction that created the run blocks this insert until it is gone; one
+        # that updated the row blocks the FOR UPDATE. Either way, what follows is final.
+        self.settle_wait_insert = q(
+            "INSERT INTO {runs} (run_id, last_seq) VALUES (%s, 0) ON CONFLICT DO NOTHING"
+        )
+        self.settle_wait_lock = q("SELECT 1 FROM {runs} WHERE run_id = %s FOR UPDATE")
+        self.settle_find = q(
+            "SELECT {columns} FROM {events} WHERE run_id = %s AND event_id = ANY(%s) ORDER BY seq"
+        )
