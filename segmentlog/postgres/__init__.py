@@ -11,11 +11,13 @@ Strategy and invariants
   method body exists twice. ``_plans``'s docstring says why plans and not a generated twin.
 - The contract is segmentlog's (``segmentlog.store``): gapless seqs per run assigned by the
   server under the run's row lock, an append is one statement in one round trip, a refused
-  append stored nothing, and a commit is announced with NOTIFY for ``subscribe``.
+  append stored nothing, idempotency keys are unique per run and checked before
+  ``expected_seq``, and a commit is announced with NOTIFY for ``subscribe``.
 - If the connection drops with an append in flight, the store asks again over a new
   connection (after waiting for the dead transaction's row lock) and either returns the
   stored envelopes or raises ``PostgresUnavailableError``; only if it cannot find out does it
-  raise ``AppendOutcomeUnknownError``, which is not an AppendError.
+  raise ``AppendOutcomeUnknownError``, which is not an AppendError. Appending again with the
+  same idempotency keys settles it too.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ._errors import (
 from ._schema import (
     APPEND_FUNCTION,
     EVENTS_TABLE,
+    KEY_CONSTRAINT,
     RUNS_TABLE,
     SETTLE_LOCK_TIMEOUT_MS,
     channel_of,
@@ -47,6 +50,7 @@ from ._sync import PostgresEventStore
 __all__ = [
     "APPEND_FUNCTION",
     "EVENTS_TABLE",
+    "KEY_CONSTRAINT",
     "RUNS_TABLE",
     "SETTLE_LOCK_TIMEOUT_MS",
     "AppendOutcomeUnknownError",

@@ -269,16 +269,25 @@ class AsyncPostgresEventStore(Generic[E]):
         await self.close()
 
     async def create_schema(self) -> None:
-        """Create the schema and tables if they do not exist (idempotent, concurrency-safe)."""
+        """Create or upgrade the schema, as ``PostgresEventStore.create_schema``."""
         await self._driver.run(self._plans.create_schema())
 
-    async def append(self, event: E) -> Envelope[E]:
-        """Store ``event`` and return its envelope; raises as ``PostgresEventStore.append``."""
-        return (await self.append_batch([event]))[0]
+    async def append(
+        self, event: E, *, key: str | None = None, expected_seq: int | None = None
+    ) -> Envelope[E]:
+        """Store ``event`` and return its envelope; keys, ``expected_seq`` and errors as
+        ``PostgresEventStore.append``."""
+        return (await self.append_batch([event], keys=[key], expected_seq=expected_seq))[0]
 
-    async def append_batch(self, events: Sequence[E]) -> list[Envelope[E]]:
-        """Store every event in one transaction, or none; envelopes in input order."""
-        return await self._driver.run(self._plans.append_batch(events))
+    async def append_batch(
+        self,
+        events: Sequence[E],
+        *,
+        keys: Sequence[str | None] | None = None,
+        expected_seq: int | None = None,
+    ) -> list[Envelope[E]]:
+        """Store every event in one transaction, or none; as ``PostgresEventStore``."""
+        return await self._driver.run(self._plans.append_batch(events, keys, expected_seq))
 
     async def list_after(
         self, run_id: uuid.UUID, after_seq: int | None = None, limit: int = DEFAULT_PAGE_LIMIT

@@ -61,7 +61,8 @@ class AppendOutcomeUnknownError(PostgresStoreError):
 
     The events (``event_ids``, of runs ``run_ids``) were either all stored or none was. When
     the server is back, look for those event ids with ``list_after`` before appending the
-    events again. Not an ``AppendError``: that would promise nothing was stored.
+    events again, or append them again with the same idempotency keys. Not an
+    ``AppendError``: that would promise nothing was stored.
     """
 
     def __init__(self, message: str, event_ids: list[uuid.UUID], run_ids: list[uuid.UUID]) -> None:

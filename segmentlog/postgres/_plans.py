@@ -20,20 +20,22 @@ Strategy and invariants
 - An append of one run is one ``Query`` (one statement, one round trip), inside a
   ``Transaction`` that the driver elides on an autocommit connection; a batch over several
   runs is one transaction with one statement per run, in run-id order.
+- The append decides the keys-first rule inside its transaction, so a multi-run batch that
+  mixes held and new keys rolls back what its other runs' statements wrote.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import psycopg
 from psycopg import sql
 
-from ..errors import NotFoundError
+from ..errors import NotFoundError, SeqConflictError
 from ..events import Envelope
-from ..store import check_page_args
+from ..store import check_page_args, held_envelopes
 from ._errors import (
     PostgresUnavailableError,
     append_failure,
@@ -175,15 +177,22 @@ class Plans(Generic[E]):
 
     # --- appends ------------------------------------------------------------------------
 
-    def append_batch(self, events: Iterable[E]) -> Plan[list[Envelope[E]]]:
+    def append_batch(
+        self,
+        events: Iterable[E],
+        keys: Sequence[str | None] | None,
+        expected_seq: int | None,
+    ) -> Plan[list[Envelope[E]]]:
         """Check and encode now; the plan stores the batch or raises (see the stores)."""
-        n, batches = self.rows.prepare(events)
-        return self._append(n, batches)
+        n, batches = self.rows.prepare(events, keys, expected_seq)
+        return self._append(n, batches, expected_seq)
 
-    def _append(self, n: int, batches: list[RunBatch]) -> Plan[list[Envelope[E]]]:
+    def _append(
+        self, n: int, batches: list[RunBatch], expected_seq: int | None
+    ) -> Plan[list[Envelope[E]]]:
         if not batches:
             return []
-        runs = self._append_runs(n, batches)
+        runs = self._append_runs(n, batches, expected_seq)
         try:
             result: list[Envelope[E]] = yield Transaction(runs, single_statement=len(batches) == 1)
         except Failed as failed:
@@ -192,13 +201,37 @@ class Plans(Generic[E]):
             return in_order(n, (yield from self._settle(batches, failed.error)))
         return result
 
-    def _append_runs(self, n: int, batches: list[RunBatch]) -> Plan[list[Envelope[E]]]:
+    def _append_runs(
+        self, n: int, batches: list[RunBatch], expected_seq: int | None
+    ) -> Plan[list[Envelope[E]]]:
         parts: list[tuple[RunBatch, list[Envelope[E]]]] = []
+        held: dict[tuple[uuid.UUID, str], Envelope[E]] = {}
         for batch in batches:
-            rows = yield Query(self.sql.append, batch.arguments())
-            last_seq, session = rows[0]
-            parts.append((batch, self.rows.appended(batch, last_seq, session)))
-        return in_order(n, parts)
+            rows = yield Query(self.sql.append, batch.arguments(expected_seq), binary=True)
+            outcome, last_seq, session = rows[0][:3]
+            if outcome == "appended":
+                parts.append((batch, self.rows.appended(batch, last_seq, session)))
+            elif outcome == "held":
+                for envelope in self.rows.to_envelopes(batch.run_id, (r[3:] for r in rows)):
+                    assert envelope.key is not None
+                    held[batch.run_id, envelope.key] = envelope
+            else:
+                assert outcome == "seq_conflict" and expected_seq is not None, outcome
+                raise SeqConflictError(batch.run_id, expected_seq, last_seq)
+        if not held:
+            return in_order(n, parts)
+        # Some run holds a key: the whole batch must be a retry. Raising here rolls back
+        # whatever the other runs' statements wrote in this transaction.
+        events: list[Any] = [None] * n
+        keys: list[str | None] = [None] * n
+        stored: list[Envelope[E] | None] = [None] * n
+        for batch in batches:
+            for position, event, key in zip(batch.positions, batch.events, batch.keys, strict=True):
+                events[position], keys[position] = event, key
+                stored[position] = None if key is None else held.get((batch.run_id, key))
+        result = held_envelopes(events, keys, stored)
+        assert result is not None
+        return result
 
     def _settle(
         self, batches: list[RunBatch], lost: psycopg.Error

@@ -1,9 +1,9 @@
 """Events to rows and rows to Envelopes: every check and conversion that needs no server.
 
 Strategy and invariants
-- Every event is checked, encoded and decoded again (a value msgspec cannot carry faithfully
-  is refused) before anything is sent: a batch is refused whole, with segmentlog's typed
-  errors, and touches no connection.
+- Every argument is checked, and every event checked, encoded and decoded again (a value
+  msgspec cannot carry faithfully is refused), before anything is sent: a batch is refused
+  whole, with segmentlog's typed errors, and touches no connection.
 - ``prepare`` groups a batch by run, in run-id order (so two multi-run batches lock runs in
   the same order and cannot deadlock), and keeps each event's position in the caller's
   batch, so envelopes go back in input order whatever the grouping.
@@ -16,7 +16,7 @@ Strategy and invariants
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -26,6 +26,7 @@ from psycopg.rows import TupleRow
 from ..codec import EnvelopeCodec
 from ..errors import InvalidEventError, RecordTooLargeError
 from ..events import Envelope, new_event_id, utcnow
+from ..store import check_append_args, check_expected_run
 
 __all__ = ["RowCodec", "RunBatch", "in_order"]
 
@@ -43,11 +44,14 @@ class RunBatch(NamedTuple):
     encoded: list[bytes]
     #: The session each event starts or inherits from earlier in this batch, else None.
     sessions: list[uuid.UUID | None]
+    #: Each event's idempotency key, or None.
+    keys: list[str | None]
     #: How far the batch's first terminal event sits before its last event, else None.
     terminal_back: int | None
 
-    def arguments(self) -> tuple[Any, ...]:
+    def arguments(self, expected_seq: int | None) -> tuple[Any, ...]:
         """The arguments of ``segmentlog_append`` for this run."""
+        keys = self.keys if any(key is not None for key in self.keys) else None
         return (
             self.run_id,
             self.event_ids,
@@ -55,6 +59,8 @@ class RunBatch(NamedTuple):
             self.emitted_at,
             self.encoded,
             self.terminal_back,
+            keys,
+            expected_seq,
         )
 
 
@@ -69,18 +75,28 @@ class RowCodec(Generic[E]):
         self._encode = msgspec.msgpack.Encoder(uuid_format="bytes").encode
         self._decode_event = msgspec.msgpack.Decoder(event_type).decode
 
-    def prepare(self, events: Iterable[E]) -> tuple[int, list[RunBatch]]:
-        """Check and encode every event; return the batch size and its runs' batches.
+    def prepare(
+        self,
+        events: Iterable[E],
+        keys: Sequence[str | None] | None,
+        expected_seq: int | None,
+    ) -> tuple[int, list[RunBatch]]:
+        """Check everything, then encode; return the batch size and its runs' batches.
 
-        Raises ``InvalidEventError`` or ``RecordTooLargeError`` for an event.
+        Raises ``InvalidKeyError``, ``ValueError`` or ``TypeError`` for bad keys or
+        ``expected_seq`` (``check_append_args``), ``InvalidEventError`` or
+        ``RecordTooLargeError`` for an event, and ``ValueError`` for ``expected_seq`` with a
+        batch over several runs.
         """
         events = list(events)
+        checked = check_append_args(len(events), keys, expected_seq)
+        event_keys = checked or [None] * len(events)
         by_run: dict[uuid.UUID, RunBatch] = {}
         for position, event in enumerate(events):
             run_id = self.codec.run_id_of(event)
             batch = by_run.get(run_id)
             if batch is None:
-                batch = by_run[run_id] = RunBatch(run_id, [], [], [], [], [], [], None)
+                batch = by_run[run_id] = RunBatch(run_id, [], [], [], [], [], [], [], None)
             started = self.codec.session_of(event)
             if started is None and batch.sessions:
                 started = batch.sessions[-1]
@@ -90,6 +106,8 @@ class RowCodec(Generic[E]):
             batch.emitted_at.append(utcnow())
             batch.encoded.append(self.encode_event(event))
             batch.sessions.append(started)
+            batch.keys.append(event_keys[position])
+        check_expected_run(list(by_run), expected_seq)
         out = []
         for run_id in sorted(by_run):
             batch = by_run[run_id]
@@ -138,12 +156,13 @@ class RowCodec(Generic[E]):
                 session_id=batch.sessions[k] or session,
                 event=event,
                 emitted_at=batch.emitted_at[k],
+                key=batch.keys[k],
             )
             for k, event in enumerate(batch.events)
         ]
 
     def to_envelopes(self, run_id: uuid.UUID, rows: Iterable[TupleRow]) -> list[Envelope[E]]:
-        """Envelopes from rows of ``seq, event_id, session_id, emitted_at (UTC), event``."""
+        """Envelopes from rows of ``seq, event_id, session_id, emitted_at (UTC), event, key``."""
         decode = self._decode_event
         return [
             Envelope(
@@ -153,8 +172,9 @@ class RowCodec(Generic[E]):
                 session_id=session_id,
                 event=decode(event),
                 emitted_at=emitted_at.replace(tzinfo=UTC),
+                key=key,
             )
-            for seq, event_id, session_id, emitted_at, event in rows
+            for seq, event_id, session_id, emitted_at, event, key in rows
         ]
 
 

@@ -4,9 +4,10 @@ Strategy and invariants
 - Two tables and one function in one schema, created only by ``create_schema()`` (or by
   running ``schema_sql()`` from a migration), never at import:
   ``segmentlog_runs(run_id PK, last_seq, session_id, terminal_seq)`` and
-  ``segmentlog_events(run_id, seq, event_id, session_id, emitted_at, event)`` keyed by
-  ``(run_id, seq)``. Both keys start with run_id, so Citus can distribute and co-locate
-  both tables by run_id.
+  ``segmentlog_events(run_id, seq, event_id, session_id, emitted_at, event, key)`` keyed by
+  ``(run_id, seq)``, unique on ``(run_id, key)``. Both keys start with run_id, so Citus can
+  distribute and co-locate both tables by run_id. ``key`` is NULL for an event appended
+  without an idempotency key (NULLs never collide under the unique constraint).
 - ``event`` holds the msgpack-encoded event alone; the envelope's other fields are columns.
   Storing the whole encoded envelope was rejected: its bytes contain the seq, so the client
   would need the seq before sending the row, and the run's row lock would then be held across
@@ -17,6 +18,18 @@ Strategy and invariants
   any process are serialised per run and a rolled-back append takes its seqs with it.
   (psycopg's pipeline mode would also give one round trip, but measured several times
   slower per call than a single statement.)
+- Idempotency keys and ``expected_seq`` are checked inside the function, after it has locked
+  the run's row and before it reserves any seq, so concurrent retries of one key queue on
+  that lock and the second sees the first's row. The function answers with one of three
+  outcomes: ``appended`` (the new last seq and the session in force before), ``held`` (the
+  stored rows of the keys the run already holds; nothing written), ``seq_conflict`` (the
+  run's last seq; nothing written). Conflicts come back as rows, not errors, so the stored
+  envelopes arrive in the same round trip and a routine conflict logs no server ERROR.
+- Upgrading: the DDL is idempotent and also upgrades a schema made by segmentlog 0.1 (no
+  ``key`` column, a six-argument function). It adds the column and the constraint only when
+  missing (so an up-to-date schema takes no table lock) and creates the eight-argument
+  function beside the old one, which stays so that 0.1 clients keep appending during a
+  rolling upgrade; drop it once none is left.
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ from psycopg import sql
 __all__ = [
     "APPEND_FUNCTION",
     "EVENTS_TABLE",
+    "KEY_CONSTRAINT",
     "RUNS_TABLE",
     "SETTLE_LOCK_TIMEOUT_MS",
     "Statements",
@@ -39,6 +53,8 @@ __all__ = [
 RUNS_TABLE = "segmentlog_runs"
 EVENTS_TABLE = "segmentlog_events"
 APPEND_FUNCTION = "segmentlog_append"
+#: The unique constraint on ``(run_id, key)``.
+KEY_CONSTRAINT = "segmentlog_events_run_key"
 #: How long (ms) to wait for the row lock of a transaction whose connection died mid-flight.
 SETTLE_LOCK_TIMEOUT_MS = 10_000
 
@@ -57,32 +73,92 @@ CREATE TABLE IF NOT EXISTS {events} (
     session_id uuid,
     emitted_at timestamptz NOT NULL,
     event      bytea NOT NULL,
-    PRIMARY KEY (run_id, seq)
+    key        text,
+    PRIMARY KEY (run_id, seq),
+    CONSTRAINT {key_constraint} UNIQUE (run_id, key)
 );
+DO $upgrade$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                   WHERE attrelid = {events_name}::regclass AND attname = 'key'
+                   AND NOT attisdropped) THEN
+        ALTER TABLE {events} ADD COLUMN key text;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_constraint
+                   WHERE conrelid = {events_name}::regclass
+                   AND conname = {key_constraint_name}) THEN
+        ALTER TABLE {events} ADD CONSTRAINT {key_constraint} UNIQUE (run_id, key);
+    END IF;
+END
+$upgrade$;
 COMMENT ON COLUMN {events}.event IS
     'the event, msgpack-encoded by msgspec (uuids as 16 bytes), as in segmentlog frames';
+COMMENT ON COLUMN {events}.key IS
+    'the idempotency key the event was appended with (unique per run), or NULL';
 CREATE OR REPLACE FUNCTION {append}(
     p_run_id uuid,
     p_event_ids uuid[],
     p_sessions uuid[],
     p_emitted_at timestamptz[],
     p_events bytea[],
-    p_terminal_back integer
-) RETURNS TABLE (o_last_seq bigint, o_session_id uuid)
+    p_terminal_back integer,
+    p_keys text[],
+    p_expected_seq bigint
+) RETURNS TABLE (
+    o_outcome text,
+    o_last_seq bigint,
+    o_session_id uuid,
+    o_seq bigint,
+    o_event_id uuid,
+    o_event_session_id uuid,
+    o_emitted_at timestamp,
+    o_event bytea,
+    o_key text
+)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     n integer := cardinality(p_events);
     v_last bigint;
     v_session uuid;
 BEGIN
+    IF p_keys IS NOT NULL OR p_expected_seq IS NOT NULL THEN
+        -- Lock the run's row before checking anything, and reserve nothing yet. A run that
+        -- must exist (expected_seq > 0) is only locked, so a conflict creates no row;
+        -- otherwise the row is created if missing, so that first appends queue on it too.
+        IF p_expected_seq > 0 THEN
+            SELECT r.last_seq INTO v_last FROM {runs} AS r WHERE r.run_id = p_run_id
+            FOR UPDATE;
+            v_last := COALESCE(v_last, 0);
+        ELSE
+            INSERT INTO {runs} AS r (run_id, last_seq) VALUES (p_run_id, 0)
+            ON CONFLICT (run_id) DO UPDATE SET last_seq = r.last_seq
+            RETURNING r.last_seq INTO v_last;
+        END IF;
+        -- Keys first: any key the run holds means nothing is written.
+        IF p_keys IS NOT NULL THEN
+            RETURN QUERY
+                SELECT 'held', NULL::bigint, NULL::uuid, e.seq, e.event_id, e.session_id,
+                       e.emitted_at AT TIME ZONE 'UTC', e.event, e.key
+                FROM {events} AS e
+                WHERE e.run_id = p_run_id AND e.key = ANY(p_keys);
+            IF FOUND THEN
+                RETURN;
+            END IF;
+        END IF;
+        IF p_expected_seq IS NOT NULL AND p_expected_seq <> v_last THEN
+            RETURN QUERY SELECT 'seq_conflict', v_last, NULL::uuid, NULL::bigint, NULL::uuid,
+                                NULL::uuid, NULL::timestamp, NULL::bytea, NULL::text;
+            RETURN;
+        END IF;
+    END IF;
     -- Reserve n seqs and row-lock the run; session_id is left alone here, so this returns
     -- the session in force before the append.
     INSERT INTO {runs} AS r (run_id, last_seq) VALUES (p_run_id, n)
     ON CONFLICT (run_id) DO UPDATE SET last_seq = r.last_seq + EXCLUDED.last_seq
     RETURNING r.last_seq, r.session_id INTO v_last, v_session;
-    INSERT INTO {events} (run_id, seq, event_id, session_id, emitted_at, event)
+    INSERT INTO {events} (run_id, seq, event_id, session_id, emitted_at, event, key)
     SELECT p_run_id, v_last - n + u.ord, u.event_id, COALESCE(u.session_id, v_session),
-           u.emitted_at, u.event
+           u.emitted_at, u.event, p_keys[u.ord]
     FROM unnest(p_event_ids, p_sessions, p_emitted_at, p_events)
          WITH ORDINALITY AS u(event_id, session_id, emitted_at, event, ord);
     IF p_sessions[n] IS NOT NULL OR p_terminal_back IS NOT NULL THEN
@@ -92,17 +168,21 @@ BEGIN
         WHERE r.run_id = p_run_id;
     END IF;
     PERFORM pg_notify('segmentlog_' || replace(p_run_id::text, '-', ''), '');
-    RETURN QUERY SELECT v_last, v_session;
+    RETURN QUERY SELECT 'appended', v_last, v_session, NULL::bigint, NULL::uuid, NULL::uuid,
+                        NULL::timestamp, NULL::bytea, NULL::text;
 END
 $fn$;
 """
 
 #: The columns an Envelope is rebuilt from, in ``RowCodec.to_envelopes`` order.
-_ENVELOPE_COLUMNS = "seq, event_id, session_id, emitted_at AT TIME ZONE 'UTC', event"
+_ENVELOPE_COLUMNS = "seq, event_id, session_id, emitted_at AT TIME ZONE 'UTC', event, key"
 
 
 def schema_sql(schema: str = "public") -> str:
-    """The idempotent DDL that ``create_schema()`` runs, for use in a migration tool."""
+    """The idempotent DDL that ``create_schema()`` runs, for use in a migration tool.
+
+    It creates what is missing and upgrades a schema made by an earlier segmentlog.
+    """
     return Statements(schema).ddl.as_string(None)
 
 
@@ -122,10 +202,14 @@ class Statements:
     def __init__(self, schema: str) -> None:
         if not isinstance(schema, str) or not schema:
             raise ValueError(f"schema must be a non-empty string, got {schema!r}")
+        events = sql.Identifier(schema, EVENTS_TABLE)
         names = {
             "schema": sql.Identifier(schema),
             "runs": sql.Identifier(schema, RUNS_TABLE),
-            "events": sql.Identifier(schema, EVENTS_TABLE),
+            "events": events,
+            "events_name": sql.Literal(events.as_string(None)),
+            "key_constraint": sql.Identifier(KEY_CONSTRAINT),
+            "key_constraint_name": sql.Literal(KEY_CONSTRAINT),
             "append": sql.Identifier(schema, APPEND_FUNCTION),
             "columns": sql.SQL(_ENVELOPE_COLUMNS),
         }
@@ -139,8 +223,8 @@ class Statements:
             sql.Literal("segmentlog.create_schema:" + schema)
         )
         self.append = q(
-            "SELECT o_last_seq, o_session_id FROM {append}"
-            "(%s, %s::uuid[], %s::uuid[], %s::timestamptz[], %s::bytea[], %s::integer)"
+            "SELECT * FROM {append}(%s, %s::uuid[], %s::uuid[], %s::timestamptz[], "
+            "%s::bytea[], %s::integer, %s::text[], %s::bigint)"
         )
         self.page = q(
             "SELECT {columns} FROM {events} WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s"

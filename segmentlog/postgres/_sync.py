@@ -281,8 +281,8 @@ class PostgresEventStore(Generic[E]):
         self.close()
 
     def create_schema(self) -> None:
-        """Create the schema, tables and function if they do not exist (idempotent,
-        concurrency-safe).
+        """Create the schema, tables and function if missing, and upgrade a schema made by an
+        earlier segmentlog (idempotent, concurrency-safe).
 
         Raises ``PostgresStoreError`` when the server refuses (e.g. missing privileges).
         """
@@ -290,22 +290,42 @@ class PostgresEventStore(Generic[E]):
 
     # --- writes -----------------------------------------------------------------------------
 
-    def append(self, event: E) -> Envelope[E]:
-        """Store ``event`` and return its envelope.
+    def append(
+        self, event: E, *, key: str | None = None, expected_seq: int | None = None
+    ) -> Envelope[E]:
+        """Store ``event`` and return its envelope; ``append_batch([event], keys=[key])``.
+
+        ``key`` is an idempotency key, unique within the run: if the run already holds it,
+        the stored envelope is returned and nothing is written. ``expected_seq``: append
+        only if the run's last seq equals it (0: the run has no events yet).
 
         Raises ``InvalidEventError`` for a wrong event type, ``RecordTooLargeError``,
-        ``PostgresUnavailableError`` when the server is unreachable, ``SchemaMissingError``,
-        or ``AppendError`` for any other refusal: in each case nothing was stored.
-        ``AppendOutcomeUnknownError`` is the one exception that does not promise that.
+        ``InvalidKeyError`` for a bad key, ``IdempotencyConflictError`` when the run holds
+        ``key`` for a different event, ``SeqConflictError`` when its last seq is not
+        ``expected_seq``, ``PostgresUnavailableError`` when the server is unreachable,
+        ``SchemaMissingError``, or ``AppendError`` for any other refusal: in each case
+        nothing was stored. ``AppendOutcomeUnknownError`` is the one exception that does not
+        promise that (append again with the same key to settle it).
         """
-        return self.append_batch([event])[0]
+        return self.append_batch([event], keys=[key], expected_seq=expected_seq)[0]
 
-    def append_batch(self, events: Sequence[E]) -> list[Envelope[E]]:
+    def append_batch(
+        self,
+        events: Sequence[E],
+        *,
+        keys: Sequence[str | None] | None = None,
+        expected_seq: int | None = None,
+    ) -> list[Envelope[E]]:
         """Store every event in one transaction, or none; envelopes come back in input order.
 
-        Raises as ``append`` does.
+        ``keys`` gives each event's idempotency key (or None); a key repeated within the
+        batch is a ``ValueError``. When the runs hold every key, for equal events, the
+        stored envelopes are returned and nothing is written; a batch that mixes held keys
+        with new keys or unkeyed events raises ``IdempotencyConflictError``. Keys are checked
+        first, then ``expected_seq``, which needs all events in one run (else
+        ``ValueError``). Raises as ``append`` does.
         """
-        return self._driver.run(self._plans.append_batch(events))
+        return self._driver.run(self._plans.append_batch(events, keys, expected_seq))
 
     # --- reads ------------------------------------------------------------------------------
 

@@ -19,8 +19,11 @@ import pytest
 from segmentlog import (
     AgentEvent,
     AppendError,
+    IdempotencyConflictError,
     InvalidEventError,
+    InvalidKeyError,
     RunCompleted,
+    SeqConflictError,
 )
 from segmentlog.postgres import (
     AppendOutcomeUnknownError,
@@ -79,7 +82,13 @@ def play(plan: Plan[Any], server: Server) -> tuple[list[Step], Any]:
 
 
 def appended(last_seq: int, session: uuid.UUID | None = None) -> list[tuple[Any, ...]]:
-    return [(last_seq, session)]
+    return [("appended", last_seq, session, None, None, None, None, None, None)]
+
+
+def held_rows(event: Any, seq: int, key: str) -> tuple[Any, ...]:
+    emitted = datetime(2025, 1, 1)
+    encoded = Plans(AgentEvent, SCHEMA, 1 << 20).rows.encode_event(event)
+    return ("held", None, None, seq, uuid.uuid4(), None, emitted, encoded, key)
 
 
 def queries(steps: list[Step]) -> list[Query]:
@@ -95,11 +104,24 @@ def server_error(sqlstate_class: type[psycopg.Error] = psycopg.errors.UndefinedT
 
 def test_an_append_of_one_run_is_one_statement_in_one_round_trip(plans: Plans[Any]) -> None:
     event = text_delta(uuid.uuid4())
-    steps, result = play(plans.append_batch([event]), lambda step: appended(1))
+    steps, result = play(plans.append_batch([event], ["k"], 0), lambda step: appended(1))
     transaction, query = steps
     assert isinstance(transaction, Transaction) and transaction.single_statement
     assert isinstance(query, Query) and query.statement is plans.sql.append
-    assert [(e.seq, e.event) for e in result] == [(1, event)]
+    assert query.params is not None and query.params[-2:] == (["k"], 0)
+    assert [(e.seq, e.key, e.event) for e in result] == [(1, "k", event)]
+
+
+def test_an_unkeyed_append_sends_no_keys(plans: Plans[Any]) -> None:
+    run_id = uuid.uuid4()
+    steps, _ = play(plans.append_batch([text_delta(run_id)], None, None), lambda s: appended(4))
+    (query,) = queries(steps)
+    assert query.params is not None and query.params[-2:] == (None, None)
+    steps, _ = play(
+        plans.append_batch([text_delta(run_id)] * 2, [None, None], None), lambda s: appended(6)
+    )
+    (query,) = queries(steps)
+    assert query.params is not None and query.params[-2] is None
 
 
 def test_a_batch_over_runs_is_one_transaction_with_a_statement_per_run_in_run_order(
@@ -107,25 +129,77 @@ def test_a_batch_over_runs_is_one_transaction_with_a_statement_per_run_in_run_or
 ) -> None:
     runs = sorted(uuid.uuid4() for _ in range(3))
     events = [text_delta(runs[i]) for i in (2, 0, 1, 0)]
-    steps, result = play(plans.append_batch(events), lambda step: appended(7))
+    steps, result = play(
+        plans.append_batch(events, ["c", "a1", "b", "a2"], None), lambda step: appended(7)
+    )
     assert isinstance(steps[0], Transaction) and not steps[0].single_statement
     sent = queries(steps)
     assert [q.params[0] for q in sent if q.params] == runs
-    assert [(e.run_id, e.seq) for e in result] == [
-        (runs[2], 7),
-        (runs[0], 6),
-        (runs[1], 7),
-        (runs[0], 7),
+    assert [q.params[6] for q in sent if q.params] == [["a1", "a2"], ["b"], ["c"]]
+    assert [(e.run_id, e.seq, e.key) for e in result] == [
+        (runs[2], 7, "c"),
+        (runs[0], 6, "a1"),
+        (runs[1], 7, "b"),
+        (runs[0], 7, "a2"),
     ]
 
 
-def test_every_event_is_checked_when_the_plan_is_made(plans: Plans[Any]) -> None:
+def test_every_argument_is_checked_when_the_plan_is_made(plans: Plans[Any]) -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    with pytest.raises(InvalidKeyError):
+        plans.append_batch([text_delta(a)], [""], None)
+    with pytest.raises(ValueError, match="twice"):
+        plans.append_batch([text_delta(a), text_delta(b)], ["k", "k"], None)
     with pytest.raises(InvalidEventError):
-        plans.append_batch([text_delta(uuid.uuid4()), "nope"])
+        plans.append_batch([text_delta(a), "nope"], None, None)
+    with pytest.raises(ValueError, match="runs"):
+        plans.append_batch([text_delta(a), text_delta(b)], None, 0)
 
 
 def test_an_empty_batch_takes_no_step(plans: Plans[Any]) -> None:
-    assert play(plans.append_batch([]), lambda step: pytest.fail("no step")) == ([], [])
+    assert play(plans.append_batch([], [], 3), lambda step: pytest.fail("no step")) == ([], [])
+
+
+def test_held_keys_come_back_as_the_stored_envelopes_in_input_order(plans: Plans[Any]) -> None:
+    run_id = uuid.uuid4()
+    events = [text_delta(run_id, "a"), text_delta(run_id, "b")]
+    rows = [held_rows(events[1], 2, "b"), held_rows(events[0], 1, "a")]
+    _, result = play(plans.append_batch(events, ["a", "b"], 9), lambda step: rows)
+    assert [(e.seq, e.key, e.event) for e in result] == [(1, "a", events[0]), (2, "b", events[1])]
+
+
+def test_a_held_key_for_another_event_raises_inside_the_transaction(plans: Plans[Any]) -> None:
+    run_id = uuid.uuid4()
+    rows = [held_rows(text_delta(run_id, "stored"), 3, "k")]
+    plan = plans.append_batch([text_delta(run_id, "other")], ["k"], None)
+    with pytest.raises(IdempotencyConflictError) as info:
+        play(plan, lambda step: rows)
+    assert (info.value.key, info.value.seq) == ("k", 3)
+
+
+def test_a_run_holding_a_key_while_another_appended_raises_so_the_transaction_rolls_back(
+    plans: Plans[Any],
+) -> None:
+    a, b = sorted(uuid.uuid4() for _ in range(2))
+    events = [text_delta(a, "new"), text_delta(b, "held")]
+    answers = iter([appended(1), [held_rows(events[1], 1, "held")]])
+    steps: list[Step] = []
+
+    def server(step: Step) -> Any:
+        steps.append(step)
+        return next(answers)
+
+    with pytest.raises(IdempotencyConflictError, match="mixes"):
+        play(plans.append_batch(events, ["new", "held"], None), server)
+    assert len(steps) == 2  # both statements ran in the transaction the error rolls back
+
+
+def test_a_seq_conflict_answer_is_a_seq_conflict_error(plans: Plans[Any]) -> None:
+    run_id = uuid.uuid4()
+    answer = [("seq_conflict", 5, None, None, None, None, None, None, None)]
+    with pytest.raises(SeqConflictError) as info:
+        play(plans.append_batch([text_delta(run_id)], None, 2), lambda step: answer)
+    assert (info.value.run_id, info.value.expected, info.value.actual) == (run_id, 2, 5)
 
 
 @pytest.mark.parametrize(
@@ -139,7 +213,7 @@ def test_an_empty_batch_takes_no_step(plans: Plans[Any]) -> None:
 def test_a_refused_append_on_a_live_connection_is_an_append_error(
     plans: Plans[Any], error: type[psycopg.Error], expected: type[AppendError]
 ) -> None:
-    plan = plans.append_batch([text_delta(uuid.uuid4())])
+    plan = plans.append_batch([text_delta(uuid.uuid4())], None, None)
     with pytest.raises(expected) as info:
         play(plan, lambda step: server_error(error))
     assert type(info.value) is expected
@@ -155,21 +229,21 @@ def test_a_lost_append_reconnects_and_returns_what_the_server_stored(plans: Plan
     def server(step: Step) -> Any:
         if isinstance(step, Query) and step.statement is plans.sql.settle_find:
             (event_id,) = step.params[1] if step.params else [None]
-            return [(4, event_id, None, datetime(2025, 1, 1), encoded)]
+            return [(4, event_id, None, datetime(2025, 1, 1), encoded, "k")]
         return answers.pop() if answers else []
 
     encoded = plans.rows.encode_event(event)
-    steps, result = play(plans.append_batch([event]), server)
+    steps, result = play(plans.append_batch([event], ["k"], None), server)
     kinds = [type(step).__name__ for step in steps]
     assert kinds[:3] == ["Transaction", "Query", "Reconnect"]
     settle = steps[3]
     assert isinstance(settle, Transaction) and settle.force_rollback
-    assert [e.seq for e in result] == [4]
+    assert [(e.seq, e.key) for e in result] == [(4, "k")]
 
 
 def test_a_lost_append_that_was_not_stored_is_unavailable(plans: Plans[Any]) -> None:
     answers: list[Any] = [Failed(psycopg.OperationalError("gone"), broken=True)]
-    plan = plans.append_batch([text_delta(uuid.uuid4())])
+    plan = plans.append_batch([text_delta(uuid.uuid4())], None, None)
     with pytest.raises(PostgresUnavailableError, match="nothing was stored"):
         play(plan, lambda step: answers.pop() if answers else [])
 
@@ -185,7 +259,7 @@ def test_a_lost_append_that_cannot_be_checked_has_an_unknown_outcome(plans: Plan
         return PostgresUnavailableError("still down")
 
     with pytest.raises(AppendOutcomeUnknownError) as info:
-        play(plans.append_batch([event]), server)
+        play(plans.append_batch([event], None, None), server)
     assert info.value.run_ids == [event.run_id]
     assert len(info.value.event_ids) == 1
 
@@ -219,7 +293,7 @@ def test_follow_listens_before_it_reads_and_waits_only_after_a_short_page(
     stamp = datetime(2025, 1, 1)
 
     def row(seq: int, event: Any) -> tuple[Any, ...]:
-        return (seq, uuid.uuid4(), None, stamp, encode(event))
+        return (seq, uuid.uuid4(), None, stamp, encode(event), None)
 
     done = RunCompleted(run_id=run_id, finish_reason="stop", iterations=1)
     pages = iter(

@@ -123,6 +123,7 @@ def test_schema_sql_is_the_ddl_create_schema_runs(admin: psycopg.Connection, sch
         "session_id",
         "emitted_at",
         "event",
+        "key",
     ]
 
 
