@@ -120,6 +120,8 @@ DECLARE
     n integer := cardinality(p_events);
     v_last bigint;
     v_session uuid;
+    v_key text;
+    v_held boolean := false;
 BEGIN
     IF p_keys IS NOT NULL OR p_expected_seq IS NOT NULL THEN
         -- Lock the run's row before checking anything, and reserve nothing yet. A run that
@@ -134,14 +136,21 @@ BEGIN
             ON CONFLICT (run_id) DO UPDATE SET last_seq = r.last_seq
             RETURNING r.last_seq INTO v_last;
         END IF;
-        -- Keys first: any key the run holds means nothing is written.
+        -- Keys first: any key the run holds means nothing is written. One probe per key,
+        -- by equality on both columns of the unique index: rejected, one lookup with
+        -- key = ANY(p_keys), whose plan cached while the table was small scanned every
+        -- event of the run, so keyed appends slowed down as the run grew.
         IF p_keys IS NOT NULL THEN
-            RETURN QUERY
-                SELECT 'held', NULL::bigint, NULL::uuid, e.seq, e.event_id, e.session_id,
-                       e.emitted_at AT TIME ZONE 'UTC', e.event, e.key
-                FROM {events} AS e
-                WHERE e.run_id = p_run_id AND e.key = ANY(p_keys);
-            IF FOUND THEN
+            FOREACH v_key IN ARRAY p_keys LOOP
+                CONTINUE WHEN v_key IS NULL;
+                RETURN QUERY
+                    SELECT 'held', NULL::bigint, NULL::uuid, e.seq, e.event_id, e.session_id,
+                           e.emitted_at AT TIME ZONE 'UTC', e.event, e.key
+                    FROM {events} AS e
+                    WHERE e.run_id = p_run_id AND e.key = v_key;
+                v_held := v_held OR FOUND;
+            END LOOP;
+            IF v_held THEN
                 RETURN;
             END IF;
         END IF;
