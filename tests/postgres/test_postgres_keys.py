@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 from psycopg import pq, sql
@@ -91,7 +92,7 @@ def test_create_schema_upgrades_a_schema_made_by_segmentlog_0_1(
         "%s::integer)"
     ).format(**names)
     run_id = uuid.uuid4()
-    encode = PostgresEventStore(dsn, schema=schema)._plans.rows.encode_event
+    encode = msgspec.msgpack.Encoder(uuid_format="bytes").encode  # as 0.1 encoded events
 
     def append_as_0_1(delta: str) -> None:
         event = text_delta(run_id, delta)
