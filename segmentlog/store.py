@@ -8,8 +8,10 @@ Strategy and invariants
   in order, at most ``limit``; ``after_seq`` of ``None`` or ``0`` means from the start.
 - An unknown run is ``NotFoundError``; a negative ``after_seq`` or a ``limit`` below 1 is a
   ``ValueError`` (checked by ``check_page_args``, shared by every backend).
-- Idempotency keys and ``expected_seq`` are checked by ``check_append_args`` before any
-  backend touches storage, so every backend refuses the same bad input the same way.
+- Idempotency keys and ``expected_seq`` are checked by ``check_append_args`` (and
+  ``check_expected_run``) before any backend touches storage, so every backend refuses the
+  same bad input the same way. ``held_envelopes`` is the one statement of the keys-first
+  rule: each backend looks up the keys it holds, and this decides what that means.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from .errors import InvalidKeyError
+from .errors import IdempotencyConflictError, InvalidKeyError
 from .events import Envelope
 
 __all__ = [
@@ -26,8 +28,10 @@ __all__ = [
     "MAX_KEY_BYTES",
     "EventStore",
     "check_append_args",
+    "check_expected_run",
     "check_key",
     "check_page_args",
+    "held_envelopes",
 ]
 
 #: The ``limit`` used by ``list_after`` when none is given.
@@ -123,3 +127,63 @@ def check_append_args(
             raise ValueError(f"key {key!r} appears twice in one batch; each key names one event")
         seen.add(key)
     return out if seen else None
+
+
+def check_expected_run(run_ids: Sequence[uuid.UUID], expected_seq: int | None) -> None:
+    """Raise ``ValueError`` when ``expected_seq`` is given for a batch over several runs.
+
+    ``run_ids`` are the batch's events' run ids (repeats allowed). ``expected_seq`` is one
+    run's last seq, so a conditional batch must stay within one run.
+    """
+    if expected_seq is not None and len(set(run_ids)) > 1:
+        raise ValueError(
+            f"expected_seq is one run's last seq, but this batch's events belong to "
+            f"{len(set(run_ids))} runs; append each run's events in a conditional batch of "
+            "its own"
+        )
+
+
+def held_envelopes(
+    events: Sequence[E], keys: Sequence[str | None], stored: Sequence[Envelope[E] | None]
+) -> list[Envelope[E]] | None:
+    """Decide a keyed batch by the keys its runs already hold (the keys-first rule).
+
+    ``stored[i]`` is the envelope that the run of ``events[i]`` holds under ``keys[i]``, or
+    ``None`` when that event has no key or its key is new. Returns ``None`` when no key is
+    held: the batch is appended as usual. Returns the stored envelopes, in input order, when
+    every event's key is held by an equal event (msgspec ``==``): nothing is to be written.
+
+    Raises ``IdempotencyConflictError`` (and nothing is to be written) otherwise: first for the
+    first held key, in input order, whose stored event differs from the given one; else, for a
+    batch that mixes held keys with new keys or unkeyed events, naming its first held key.
+    Both errors carry the held key's ``seq``.
+    """
+    held = [(i, envelope) for i, envelope in enumerate(stored) if envelope is not None]
+    if not held:
+        return None
+    for i, envelope in held:
+        if envelope.event != events[i]:
+            key = keys[i]
+            assert key is not None
+            raise IdempotencyConflictError(
+                f"run {envelope.run_id}: key {key!r} already holds seq {envelope.seq}, which "
+                "was appended with a different event; nothing was written. Use a new key for "
+                "a new event, or retry with exactly the event first appended under this key",
+                run_id=envelope.run_id,
+                key=key,
+                seq=envelope.seq,
+            )
+    if len(held) < len(stored):
+        i, envelope = held[0]
+        key = keys[i]
+        assert key is not None
+        raise IdempotencyConflictError(
+            f"run {envelope.run_id}: the batch mixes key {key!r}, which already holds seq "
+            f"{envelope.seq}, with {len(stored) - len(held)} event(s) whose keys are new or "
+            "missing; nothing was written. Retry a batch exactly as it was first appended, "
+            "and append new events in a batch of their own",
+            run_id=envelope.run_id,
+            key=key,
+            seq=envelope.seq,
+        )
+    return [envelope for _, envelope in held]

@@ -10,6 +10,7 @@ import pytest
 from psycopg import sql
 
 from segmentlog.postgres import PostgresEventStore
+from tests.postgres.faults import GHOST_STANDBY, SYNC_COMMIT_OPTION, set_standby
 from tests.postgres.pgserver import PostgresServer, postgres_server
 
 __all__ = ["postgres_server"]
@@ -42,3 +43,16 @@ def admin(dsn: str) -> Iterator[psycopg.Connection]:
     """A separate autocommit connection for inspecting and interfering with the server."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture
+def commits_wait_for_a_missing_standby(postgres_server: PostgresServer) -> Iterator[str]:
+    """Make COMMIT block for sessions with synchronous_commit=on; yields that libpq option
+    (see ``tests/postgres/faults.py``)."""
+    if not postgres_server.controllable:
+        pytest.skip("needs the throwaway server (SEGMENTLOG_PG_DSN points at a shared one)")
+    set_standby(postgres_server.dsn, GHOST_STANDBY)
+    try:
+        yield SYNC_COMMIT_OPTION
+    finally:
+        set_standby(postgres_server.dsn, None)

@@ -123,6 +123,7 @@ def test_schema_sql_is_the_ddl_create_schema_runs(admin: psycopg.Connection, sch
         "session_id",
         "emitted_at",
         "event",
+        "key",
     ]
 
 
@@ -346,7 +347,13 @@ def test_store_over_a_pool_borrows_and_leaves_the_pool_open(dsn: str, schema: st
         with pytest.raises(NotFoundError):
             store.list_after(uuid.uuid4())
         store.close()
+        # The pool takes connections back (and may grow toward min_size) on its own worker
+        # thread: wait, bounded, until every connection it holds is available again.
+        deadline = time.monotonic() + 10
         stats = pool.get_stats()
+        while stats["pool_available"] != stats["pool_size"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+            stats = pool.get_stats()
         assert stats["pool_available"] == stats["pool_size"]
         with pool.connection() as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)

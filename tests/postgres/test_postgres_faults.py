@@ -1,10 +1,9 @@
 """PostgresEventStore under concurrency and failure: many processes, killed connections,
 a COMMIT whose connection dies, and server restarts.
 
-The killed-COMMIT tests make COMMIT wait: ``synchronous_standby_names`` names a standby that
-never connects, and only the victim's sessions use ``synchronous_commit = on``. Its COMMIT is
-then durable locally but blocks until the backend is terminated, which is exactly "the
-connection died while COMMIT was in flight".
+The killed-COMMIT tests make COMMIT wait (``commits_wait_for_a_missing_standby``, see
+``faults.py``): it is durable locally but blocks until the backend is terminated, which is
+exactly "the connection died while COMMIT was in flight".
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import multiprocessing
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -29,45 +27,13 @@ from segmentlog.postgres import (
 )
 from tests.conformance.events_factory import text_delta
 from tests.postgres.appender import append_many
+from tests.postgres.faults import app_dsn, count_backends, in_thread, wait_for_backend
 from tests.postgres.pgserver import PostgresServer
 
 pytestmark = pytest.mark.postgres
 
 PROCESSES = 8
 APPENDS_PER_PROCESS = 2000
-
-
-def _wait_for_backend(admin: psycopg.Connection, app: str, wait_event: str) -> int:
-    """The pid of the ``app`` backend once it waits on ``wait_event`` (10 s at most)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        row = admin.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND wait_event = %s",
-            (app, wait_event),
-        ).fetchone()
-        if row is not None:
-            return int(row[0])
-        time.sleep(0.01)
-    raise AssertionError(f"no backend of {app} ever waited on {wait_event}")
-
-
-def _in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["result"] = call()
-        except BaseException as exc:
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, outcome
-
-
-def _app_dsn(dsn: str) -> tuple[str, str]:
-    app = f"victim_{uuid.uuid4().hex[:8]}"
-    return f"{dsn} application_name={app}", app
 
 
 # --- many processes -------------------------------------------------------------------------
@@ -111,7 +77,7 @@ def test_eight_processes_appending_to_one_run_get_gapless_seqs(
 def test_connection_killed_mid_transaction_stores_nothing_and_leaves_no_gap(
     store: PostgresEventStore, dsn: str, schema: str, admin: psycopg.Connection
 ) -> None:
-    victim_dsn, app = _app_dsn(dsn)
+    victim_dsn, app = app_dsn(dsn)
     run_id = uuid.uuid4()
     with PostgresEventStore(victim_dsn, schema=schema) as victim:
         before = [victim.append(text_delta(run_id, str(i))) for i in range(3)]
@@ -121,8 +87,8 @@ def test_connection_killed_mid_transaction_stores_nothing_and_leaves_no_gap(
                 f'SELECT 1 FROM "{schema}".segmentlog_runs WHERE run_id = %s FOR UPDATE',
                 (run_id,),
             )
-            thread, outcome = _in_thread(lambda: victim.append(text_delta(run_id, "killed")))
-            pid = _wait_for_backend(admin, app, "transactionid")
+            thread, outcome = in_thread(lambda: victim.append(text_delta(run_id, "killed")))
+            pid = wait_for_backend(admin, app, "transactionid")
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
             holder.rollback()  # the store's check of the outcome waits for this lock
             thread.join(30)
@@ -139,7 +105,7 @@ def test_connection_killed_mid_transaction_stores_nothing_and_leaves_no_gap(
 def test_killing_connections_during_concurrent_appends_loses_nothing_acknowledged(
     store: PostgresEventStore, dsn: str, schema: str, admin: psycopg.Connection
 ) -> None:
-    victim_dsn, app = _app_dsn(dsn)
+    victim_dsn, app = app_dsn(dsn)
     run_id = uuid.uuid4()
     acked: list[Envelope[Any]] = []
     refused: list[AppendError] = []
@@ -196,38 +162,6 @@ def test_killing_connections_during_concurrent_appends_loses_nothing_acknowledge
     assert sorted(acked, key=lambda e: e.seq) == [e for e in stored if e.event_id in acked_ids]
 
 
-@pytest.fixture
-def commits_wait_for_a_missing_standby(
-    postgres_server: PostgresServer, admin: psycopg.Connection
-) -> Iterator[str]:
-    """Make COMMIT block for sessions with synchronous_commit=on; yields a libpq option."""
-    if not postgres_server.controllable:
-        pytest.skip("needs the throwaway server (SEGMENTLOG_PG_DSN points at a shared one)")
-    admin.execute("ALTER SYSTEM SET synchronous_commit = 'local'")
-    admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'segmentlog_ghost'")
-    admin.execute("SELECT pg_reload_conf()")
-    _wait_for_setting(postgres_server.dsn, "segmentlog_ghost")
-    try:
-        yield "options='-c synchronous_commit=on'"
-    finally:
-        with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
-            conn.execute("ALTER SYSTEM RESET synchronous_commit")
-            conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
-            conn.execute("SELECT pg_reload_conf()")
-        _wait_for_setting(postgres_server.dsn, "")
-
-
-def _wait_for_setting(dsn: str, expected: str) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with psycopg.connect(dsn) as conn:
-            row = conn.execute("SHOW synchronous_standby_names").fetchone()
-        if row == (expected,):
-            return
-        time.sleep(0.02)
-    raise AssertionError("the server never reloaded synchronous_standby_names")
-
-
 def test_connection_killed_during_commit_that_committed_returns_the_envelopes(
     store: PostgresEventStore,
     dsn: str,
@@ -235,15 +169,15 @@ def test_connection_killed_during_commit_that_committed_returns_the_envelopes(
     admin: psycopg.Connection,
     commits_wait_for_a_missing_standby: str,
 ) -> None:
-    victim_dsn, app = _app_dsn(dsn)
+    victim_dsn, app = app_dsn(dsn)
     run_id = uuid.uuid4()
     with PostgresEventStore(
         f"{victim_dsn} {commits_wait_for_a_missing_standby}", schema=schema
     ) as victim:
-        thread, outcome = _in_thread(
+        thread, outcome = in_thread(
             lambda: victim.append_batch([text_delta(run_id, "a"), text_delta(run_id, "b")])
         )
-        pid = _wait_for_backend(admin, app, "SyncRep")
+        pid = wait_for_backend(admin, app, "SyncRep")
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         thread.join(30)
     assert "error" not in outcome, outcome
@@ -261,14 +195,14 @@ def test_server_stopping_during_commit_is_an_outcome_unknown_error(
     admin: psycopg.Connection,
     commits_wait_for_a_missing_standby: str,
 ) -> None:
-    victim_dsn, app = _app_dsn(dsn)
+    victim_dsn, app = app_dsn(dsn)
     run_id = uuid.uuid4()
     store.append(text_delta(run_id, "first"))
     with PostgresEventStore(
         f"{victim_dsn} {commits_wait_for_a_missing_standby}", schema=schema
     ) as victim:
-        thread, outcome = _in_thread(lambda: victim.append(text_delta(run_id, "in doubt")))
-        _wait_for_backend(admin, app, "SyncRep")
+        thread, outcome = in_thread(lambda: victim.append(text_delta(run_id, "in doubt")))
+        wait_for_backend(admin, app, "SyncRep")
         postgres_server.stop()
         try:
             thread.join(30)
@@ -332,7 +266,7 @@ def test_connections_left_idle_across_a_restart_are_replaced_without_an_error(
 def test_connection_killed_while_idle_is_replaced_without_an_error(
     store: PostgresEventStore, dsn: str, schema: str, admin: psycopg.Connection
 ) -> None:
-    victim_dsn, app = _app_dsn(dsn)
+    victim_dsn, app = app_dsn(dsn)
     run_id = uuid.uuid4()
     with PostgresEventStore(victim_dsn, schema=schema) as victim:
         victim.append(text_delta(run_id))
@@ -341,17 +275,9 @@ def test_connection_killed_while_idle_is_replaced_without_an_error(
             (app,),
         )
         deadline = time.monotonic() + 10
-        while _count_backends(admin, app) and time.monotonic() < deadline:
+        while count_backends(admin, app) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert victim.append(text_delta(run_id)).seq == 2
-
-
-def _count_backends(admin: psycopg.Connection, app: str) -> int:
-    row = admin.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def test_pool_backed_store_recovers_after_a_server_restart(

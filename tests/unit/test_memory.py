@@ -14,10 +14,13 @@ import pytest
 from segmentlog import (
     AppendError,
     FailingEventStore,
+    IdempotencyConflictError,
     InvalidEventError,
+    InvalidKeyError,
     MemoryEventStore,
     NotFoundError,
     RunStarted,
+    SeqConflictError,
 )
 from tests.conformance.events_factory import all_variants, text_delta
 
@@ -125,6 +128,28 @@ def test_stores_are_independent() -> None:
     assert second.append(text_delta(run_id)).seq == 1
 
 
+def test_a_held_key_returns_the_very_envelope_object_stored() -> None:
+    store: MemoryEventStore[Any] = MemoryEventStore()
+    event = text_delta(uuid.uuid4())
+    first = store.append(event, key="k")
+    assert store.append(event, key="k") is first
+    assert store.list_after(event.run_id)[0] is first
+
+
+def test_conflicts_change_neither_runs_nor_last_seq() -> None:
+    store: MemoryEventStore[Any] = MemoryEventStore()
+    a, b = uuid.uuid4(), uuid.uuid4()
+    first = text_delta(a, "first")
+    store.append(first, key="k")
+    with pytest.raises(IdempotencyConflictError):
+        store.append_batch([text_delta(b), first], keys=["new", "k"])
+    with pytest.raises(SeqConflictError):
+        store.append(text_delta(b), expected_seq=1)
+    assert store.runs() == [a]
+    assert store.last_seq(a) == 1
+    assert store.last_seq(b) is None
+
+
 # --- FailingEventStore ---------------------------------------------------------------------
 
 
@@ -160,3 +185,41 @@ def test_failing_store_list_after_still_validates_page_args() -> None:
         store.list_after(uuid.uuid4(), None, 0)
     with pytest.raises(TypeError):
         store.list_after("not-a-uuid")  # type: ignore[arg-type]
+
+
+def test_failing_store_checks_keys_and_expected_seq_before_refusing() -> None:
+    store: FailingEventStore[Any] = FailingEventStore()
+    a, b = uuid.uuid4(), uuid.uuid4()
+    with pytest.raises(InvalidKeyError):
+        store.append(text_delta(a), key="")
+    with pytest.raises(InvalidKeyError):
+        store.append(text_delta(a), key="x" * 257)
+    with pytest.raises(ValueError, match="twice"):
+        store.append_batch([text_delta(a), text_delta(a)], keys=["k", "k"])
+    with pytest.raises(ValueError, match="one per event"):
+        store.append_batch([text_delta(a)], keys=["k", "l"])
+    with pytest.raises(ValueError, match="expected_seq"):
+        store.append(text_delta(a), expected_seq=-1)
+    with pytest.raises(TypeError, match="expected_seq"):
+        store.append(text_delta(a), expected_seq="1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="2 runs"):
+        store.append_batch([text_delta(a), text_delta(b)], expected_seq=0)
+
+
+def test_failing_store_checks_events_before_refusing() -> None:
+    store: FailingEventStore[Any] = FailingEventStore()
+    with pytest.raises(InvalidEventError):
+        store.append("not an event")  # type: ignore[arg-type]
+    with pytest.raises(InvalidEventError):
+        store.append_batch([text_delta(uuid.uuid4()), 42])
+
+
+def test_failing_store_refuses_valid_keyed_and_conditional_appends() -> None:
+    store: FailingEventStore[Any] = FailingEventStore()
+    run_id = uuid.uuid4()
+    with pytest.raises(AppendError) as info:
+        store.append(text_delta(run_id), key="k", expected_seq=0)
+    assert type(info.value) is AppendError
+    with pytest.raises(AppendError) as batch:
+        store.append_batch([text_delta(run_id), text_delta(run_id)], keys=["a", None])
+    assert type(batch.value) is AppendError
