@@ -33,6 +33,7 @@ from .events import Envelope, new_event_id
 from .follow import AppendSignal, poll_until, subscribe
 from .handles import Handles
 from .layout import Layout, check_directory, list_run_ids, open_for_writing
+from .maintenance import QuarantineEntry, quarantined
 from .options import FsyncPolicy, LogOptions, parse_options
 from .prepare import Work
 from .reader import fingerprint, follow, read_page
@@ -441,6 +442,12 @@ class SegmentLog(Generic[E]):
         return [rid for rid in chosen if self.delete_run(rid)]
 
     # --- introspection and shutdown ------------------------------------------------------
+
+    def quarantined(self, run_id: uuid.UUID | None = None) -> list[QuarantineEntry]:
+        """What repair has put in quarantine (of one run, or all): one entry per file, with
+        run, path, seq range, bytes and time. ``segmentlog salvage-export`` reads it back."""
+        self._state.check_open()
+        return quarantined(self.path, run_id, fs=self._fs)
 
     @property
     def recovery_reports(self) -> list[RecoveryReport]:

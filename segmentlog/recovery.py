@@ -240,6 +240,7 @@ class _Judge:
         seg.size = seg.allocated = at
         seg.last_seq = last_kept
         seg.index.truncate(at)
+        self.repair.rewrite_index(seg.base_seq, seg.index.to_bytes(), -1)  # drop stale points
 
     def _judge_sealed(self, seg: Segment, result: ScanResult, next_base: int) -> bool:
         expected_last = next_base - 1
