@@ -57,6 +57,16 @@ __all__ = [
     "SEGMENT_HEADER_SIZE",
     "SEGMENT_MAGIC",
     "SEGMENT_SUFFIX",
+    "STATE_BUSY_AT",
+    "STATE_CHECKSUM",
+    "STATE_DELETED",
+    "STATE_FILE_SIZE",
+    "STATE_FRAMES_ACKED",
+    "STATE_MAGIC",
+    "STATE_NAME",
+    "STATE_RECORD",
+    "STATE_RECORD_SIZE",
+    "STATE_VERSION",
     "TMP_SUFFIX",
     "ZERO_FILL",
     "FrameCorruption",
@@ -66,11 +76,14 @@ __all__ = [
     "FramedRecord",
     "HeaderCorruption",
     "NeedData",
+    "RunState",
     "SegmentHeader",
     "ZeroFill",
     "decode_index",
+    "decode_run_state",
     "decode_segment_header",
     "encode_index_entry",
+    "encode_run_state",
     "encode_segment_header",
     "index_name",
     "parse_segment_name",
@@ -121,6 +134,23 @@ INDEX_ENTRY_SIZE: Final = INDEX_ENTRY.size  # 16
 SEGMENT_SUFFIX: Final = ".seg"
 INDEX_SUFFIX: Final = ".idx"
 TMP_SUFFIX: Final = ".tmp"
+
+#: The run's shared state file (FORMAT.md section 7): writers' watermark and tail.
+STATE_NAME: Final = "STATE"
+STATE_MAGIC: Final = b"SLST"
+STATE_VERSION: Final = 1
+#: magic, version, flags, boot id (16 bytes), epoch, active base seq, data end, acked seq.
+STATE_RECORD: Final = struct.Struct("<4sHH16sQQQQ")
+STATE_CHECKSUM: Final = struct.Struct("<Q")
+STATE_RECORD_SIZE: Final = STATE_RECORD.size + STATE_CHECKSUM.size  # 64
+#: Offset of the busy byte: set while a writer is between its first write and its update.
+STATE_BUSY_AT: Final = STATE_RECORD_SIZE
+#: Size of the state file (the record, the busy byte, zeros).
+STATE_FILE_SIZE: Final = 128
+#: Flags: the run was deleted (every holder must reload); the writer acknowledges frames as
+#: it writes them (``acked`` is not maintained: readers trust complete frames).
+STATE_DELETED: Final = 0x1
+STATE_FRAMES_ACKED: Final = 0x2
 
 _U64: Final = struct.Struct("<Q")
 _U32: Final = struct.Struct("<I")
@@ -207,6 +237,21 @@ class HeaderCorruption(NamedTuple):
     """A segment header failed verification."""
 
     reason: str
+
+
+class RunState(NamedTuple):
+    """A run's shared state record (see ``STATE_RECORD``)."""
+
+    flags: int
+    #: The boot the record was written in: a record from another boot may be stale.
+    boot: bytes
+    #: Identifies the run's incarnation: a new run (after a deletion) gets a new epoch.
+    epoch: int
+    #: Base seq of the active segment, offset after its last acknowledged frame, and the
+    #: last acknowledged seq.
+    base: int
+    end: int
+    acked: int
 
 
 # --- file names -------------------------------------------------------------------------
@@ -655,6 +700,39 @@ def find_frames_after(
         else:
             pos = buf.find(FRAME_MAGIC, pos + 1)
     return found
+
+
+# --- run state --------------------------------------------------------------------------
+
+
+def encode_run_state(state: RunState) -> bytes:
+    """Encode the 64-byte state record."""
+    boot = state.boot.ljust(16, b"\0")[:16]
+    head = STATE_RECORD.pack(
+        STATE_MAGIC,
+        STATE_VERSION,
+        state.flags,
+        boot,
+        state.epoch,
+        state.base,
+        state.end,
+        state.acked,
+    )
+    return head + STATE_CHECKSUM.pack(xxh3_64(head))
+
+
+def decode_run_state(data: bytes | bytearray | memoryview) -> RunState | None:
+    """Decode a state record; None when it is short, of another format, or fails its checksum
+    (a torn read, or damage: the record is a cache that recovery can rebuild)."""
+    if len(data) < STATE_RECORD_SIZE:
+        return None
+    magic, version, flags, boot, epoch, base, end, acked = STATE_RECORD.unpack_from(data)
+    (checksum,) = STATE_CHECKSUM.unpack_from(data, STATE_RECORD.size)
+    if magic != STATE_MAGIC or version != STATE_VERSION:
+        return None
+    if checksum != xxh3_64(bytes(data[: STATE_RECORD.size])):
+        return None
+    return RunState(flags, bytes(boot), epoch, base, end, acked)
 
 
 # --- index ------------------------------------------------------------------------------

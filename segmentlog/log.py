@@ -28,7 +28,7 @@ import msgspec
 
 from ._fs import OS_FS, FileSystem
 from .durability import FsyncTimer, IntervalFlusher, LogState, Request
-from .errors import NotFoundError
+from .errors import NotFoundError, UnsupportedPlatformError
 from .events import Envelope, new_event_id
 from .follow import AppendSignal, poll_until, subscribe
 from .handles import Handles
@@ -41,6 +41,7 @@ from .recovery import RecoveredRun, recover_run
 from .repair import RecoveryReport
 from .retention import select_for_deletion
 from .run import Run, RunContext
+from .shared import RunLocks
 from .store import DEFAULT_PAGE_LIMIT, check_page_args
 
 __all__ = ["LogOptions", "LogStats", "RunInfo", "SegmentLog", "open"]
@@ -115,8 +116,21 @@ class SegmentLog(Generic[E]):
         self._layout = Layout(path)
         self._state = LogState(path, options.read_only)
         self._timer = FsyncTimer(options.slow_fsync_seconds)
+        self._lock_fd: int | None = None
         self._handles = Handles(options.max_open_files)
         self._signal = AppendSignal()
+        self._locks: RunLocks | None = None
+        if options.read_only:
+            check_directory(fs, path)
+        else:
+            if options.multiprocess and not fs.shared_locks:
+                raise UnsupportedPlatformError(
+                    "multiprocess=True needs open-file-description locks, which this platform "
+                    "lacks (they are Linux's); open with one writer process instead"
+                )
+            self._lock_fd = open_for_writing(fs, path, shared=options.multiprocess)
+            if options.multiprocess:
+                self._locks = RunLocks(fs, path)
         self._ctx: RunContext[E] = RunContext(
             fs,
             self._layout,
@@ -125,17 +139,14 @@ class SegmentLog(Generic[E]):
             self._timer,
             self._handles.touch,
             self._signal.notify,
+            self._recover,
+            self._locks,
         )
         self._runs: dict[uuid.UUID, Run[E]] = {}
         self._runs_lock = threading.Lock()
         self._reports: list[RecoveryReport] = []
         self._runs_recovered = 0
-        self._lock_fd: int | None = None
         self._flusher: IntervalFlusher | None = None
-        if options.read_only:
-            check_directory(fs, path)
-        else:
-            self._lock_fd = open_for_writing(fs, path)
         if options.fsync is FsyncPolicy.INTERVAL and not options.read_only:
             self._flusher = IntervalFlusher(options.fsync_interval_ms / 1000, self._flush)
 
@@ -169,7 +180,9 @@ class SegmentLog(Generic[E]):
         if not run.loaded:
             with run.commit_lock:
                 if not run.loaded:
-                    self._load(run)
+                    run.load()
+                    if self.options.read_only:
+                        run.fingerprint = fingerprint(self._fs, run.dir) if run.segments else None
         return run
 
     def _recover(self, run: Run[E]) -> RecoveredRun | None:
@@ -191,21 +204,13 @@ class SegmentLog(Generic[E]):
         self._reports.extend(recovered.reports)
         return recovered
 
-    def _load(self, run: Any) -> None:
-        recovered = self._recover(run) or RecoveredRun()
-        writable = not self.options.read_only
-        run.adopt(recovered.segments, recovered.last_seq, recovered.last_payload, writable)
-        if not writable:
-            run.fingerprint = fingerprint(self._fs, run.dir) if recovered.segments else None
-        if writable and recovered is not None and not recovered.segments:
-            with contextlib.suppress(OSError):
-                self._fs.rmdir(run.dir)  # a directory left empty by a crash
-
     def _fresh(self, run_id: uuid.UUID) -> Run[E]:
         """The run, following another process's appends when read-only."""
         run = self._get_run(run_id)
         if self.options.read_only:
-            follow(self._fs, run, self._load, self.options.max_record_bytes)
+            follow(self._fs, run, self._ctx.boot, self.options.max_record_bytes)
+        elif self._locks is not None:
+            run.refresh()
         return run
 
     def runs(self) -> list[uuid.UUID]:
@@ -256,7 +261,7 @@ class SegmentLog(Generic[E]):
         ``ReadOnlyError`` and ``LogClosedError``.
         """
         state = self._state
-        if state.failed is not None or state.closed or state.read_only:
+        if state.failed is not None or state.closed or state.read_only or state.forked:
             state.check_writable()
         run_id = self._ctx.codec.run_id_of(event)
         run = self._runs.get(run_id)
@@ -415,7 +420,11 @@ class SegmentLog(Generic[E]):
             self._state.check_writable()
             self._handles.forget(run)
             try:
-                deleted = run.delete(trash)
+                if self._locks is None:
+                    deleted = run.delete(trash)
+                else:
+                    with run.hold():
+                        deleted = run.delete(trash)
             except OSError as exc:
                 raise self._state.fail(exc) from exc
         if deleted:
@@ -499,6 +508,9 @@ class SegmentLog(Generic[E]):
         for run in list(self._runs.values()):
             run.release_files(blocking=True, trim=writer)
         self._handles.clear()
+        if self._locks is not None:
+            self._locks.close()
+            self._locks = None
         if self._lock_fd is not None:
             self._fs.close(self._lock_fd)
             self._lock_fd = None

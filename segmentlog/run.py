@@ -36,6 +36,7 @@ from .options import FsyncPolicy, LogOptions
 from .prepare import Prepared, Work, check_import, index_points, make_envelopes, prepare
 from .schema import EnvelopeCodec
 from .segment import Segment
+from .shared import RunLocks, SharedRun, StateFile, new_epoch
 
 __all__ = ["Run", "RunContext"]
 
@@ -54,6 +55,8 @@ class RunContext(Generic[E]):
         timer: FsyncTimer,
         touch: Any,
         notify: Any,
+        recover: Any,
+        locks: RunLocks | None,
     ) -> None:
         self.fs = fs
         self.layout = layout
@@ -77,9 +80,18 @@ class RunContext(Generic[E]):
         self.touch = touch
         #: Called after appends became visible (wakes ``wait_for``).
         self.notify = notify
+        #: Called with a run to recover it from its files (None: it has no directory).
+        self.recover = recover
+        #: The per-run locks between processes (``multiprocess=True``), else None.
+        self.locks = locks
+        self.writable = not options.read_only
+        #: Keep each run's shared state record current: between processes it is how writers
+        #: find each other's appends, and durable writers publish their watermark in it.
+        self.keep_state = self.writable and (locks is not None or self.durable_ack)
+        self.boot = fs.boot_id()
 
 
-class Run(Generic[E]):
+class Run(SharedRun, Generic[E]):
     """In-memory state and the write path of one run. See the module docstring."""
 
     def __init__(self, ctx: RunContext[E], run_id: uuid.UUID) -> None:
@@ -108,6 +120,9 @@ class Run(Generic[E]):
         self.runs_dir_pending = False
         #: Read-only: identifies the run's incarnation (the first frame's checksum).
         self.fingerprint: bytes | None = None
+        #: The shared state record, and the incarnation this view belongs to.
+        self.state_file = StateFile(ctx.fs, self.dir, writable=ctx.writable)
+        self.epoch = 0
         self.appends = 0
         self.bytes_written = 0
 
@@ -181,6 +196,13 @@ class Run(Generic[E]):
         first event leaves no run behind.
         """
         self.ctx.state.check_writable()
+        if self.ctx.locks is None:
+            self._commit_all(requests)
+        else:
+            with self.hold():
+                self._commit_all(requests)
+
+    def _commit_all(self, requests: list[Request[list[Envelope[E]]]]) -> None:
         seg = self.active_segment() if self.segments else None
         pending: list[Prepared[E]] = []
         buf = bytearray()
@@ -256,6 +278,8 @@ class Run(Generic[E]):
             self.session_id = tail.session_id
             self.terminal = bool(getattr(type(tail.event), "terminal", False))
             self.tail_payload = None
+        if ctx.keep_state:
+            self.publish_state()
         count = 0
         for p in prepared:
             p.request.result = p.envelopes
@@ -294,6 +318,9 @@ class Run(Generic[E]):
             except FileExistsError:
                 pass
             seg = Segment.create(fs, self.dir, self.id, 1, self.ctx.interval)
+            if self.ctx.keep_state:
+                self.epoch = new_epoch()
+                self.state_file.open(create=True)
         except OSError as exc:
             raise self.ctx.state.fail(exc) from exc
         with self.view_lock:
@@ -362,14 +389,22 @@ class Run(Generic[E]):
             return False
         try:
             fs = self.ctx.fs
+            trim = trim and self.ctx.locks is None  # others may be writing past our view
             for seg in self.segments:
                 if trim and seg.fd is None and seg.allocated > seg.size:
                     with contextlib.suppress(OSError):
                         seg.open_writer(fs)
                 seg.close(fs, trim=trim)
+            self.state_file.close()
             return True
         finally:
             self.commit_lock.release()
+
+    def close_files(self) -> None:
+        """Close descriptors and the state mapping (before this view is rebuilt)."""
+        for seg in self.segments:
+            seg.close(self.ctx.fs)
+        self.state_file.close()
 
     @property
     def open_files(self) -> int:
@@ -382,8 +417,8 @@ class Run(Generic[E]):
         Raises ``OSError`` (the caller fails stop). Holds ``commit_lock``.
         """
         fs = self.ctx.fs
-        for seg in self.segments:
-            seg.close(fs)
+        self.mark_deleted()
+        self.close_files()
         try:
             fs.rename(self.dir, trash_path)
         except FileNotFoundError:

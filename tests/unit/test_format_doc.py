@@ -190,6 +190,22 @@ def test_frame_header_table_matches_the_struct_and_the_checksum_start() -> None:
     assert codec.MAX_SEGMENT_OFFSET == (1 << 31) - 1
 
 
+def test_state_record_table_matches_the_struct_and_its_checksum() -> None:
+    rows = table_rows(section("state record"), "Offset")
+    layout = struct_layout(codec.STATE_RECORD.format + codec.STATE_CHECKSUM.format[1:])
+    assert field_layout(rows) == layout
+    assert [r["Field"] for r in rows][-1] == "checksum"
+    assert sum(int(r["Width"]) for r in rows) == codec.STATE_RECORD_SIZE
+    assert f"bytes `[0, {codec.STATE_RECORD.size})`" in rows[-1]["Meaning"]
+    assert "`53 4c 53 54`" in rows[0]["Meaning"]
+    flags = next(r for r in rows if r["Field"] == "flags")["Meaning"]
+    assert f"`STATE_DELETED` ({codec.STATE_DELETED})" in flags
+    assert f"`STATE_FRAMES_ACKED` ({codec.STATE_FRAMES_ACKED})" in flags
+    text = " ".join(section("state record").split())
+    assert f"a {codec.STATE_FILE_SIZE}-byte file" in text
+    assert f"a busy byte at offset {codec.STATE_BUSY_AT}" in text
+
+
 def test_index_entry_table_matches_the_struct() -> None:
     rows = table_rows(section("Index files"), "Offset")
     assert field_layout(rows) == struct_layout(codec.INDEX_ENTRY.format)

@@ -145,6 +145,7 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
     "validate_events": True,
     "preallocate": True,
     "full_fsync": True,
+    "multiprocess": False,
 }
 
 
