@@ -246,20 +246,26 @@ class FileSystem:
         """True where ``lock_range`` works: open file description locks (Linux)."""
         return _OFD
 
-    def lock_range(self, fd: int, offset: int) -> None:
-        """Take an exclusive lock on byte ``offset`` of ``fd``, waiting for it.
+    def range_lock(self, fd: int, offset: int) -> tuple[Callable[[], None], Callable[[], None]]:
+        """``(lock, unlock)`` of byte ``offset`` of ``fd``: an exclusive lock, waited for.
 
         An open-file-description lock: owned by this descriptor (not the process), so
         closing another descriptor of the file never drops it, and it is released when the
-        descriptor is closed, also by the process dying.
+        descriptor is closed, also by the process dying. The two calls are prepared once,
+        since they run on every append of a shared run.
         """
         assert _fcntl is not None
-        _fcntl.fcntl(fd, _fcntl.F_OFD_SETLKW, _FLOCK.pack(_fcntl.F_WRLCK, 0, offset, 1, 0))
+        fcntl_, setlkw, setlk = _fcntl.fcntl, _fcntl.F_OFD_SETLKW, _fcntl.F_OFD_SETLK
+        lock_arg = _FLOCK.pack(_fcntl.F_WRLCK, 0, offset, 1, 0)
+        unlock_arg = _FLOCK.pack(_fcntl.F_UNLCK, 0, offset, 1, 0)
 
-    def unlock_range(self, fd: int, offset: int) -> None:
-        """Release the lock on byte ``offset`` of ``fd``."""
-        assert _fcntl is not None
-        _fcntl.fcntl(fd, _fcntl.F_OFD_SETLK, _FLOCK.pack(_fcntl.F_UNLCK, 0, offset, 1, 0))
+        def lock() -> None:
+            fcntl_(fd, setlkw, lock_arg)
+
+        def unlock() -> None:
+            fcntl_(fd, setlk, unlock_arg)
+
+        return lock, unlock
 
     def map_shared(self, fd: int, size: int, *, writable: bool = True) -> SharedMap:
         """Map the first ``size`` bytes of the file (which must be that long), shared."""

@@ -323,12 +323,9 @@ class _Judge:
         return _REMOVED
 
     def _fix_index(self, seg: Segment, result: ScanResult, index_state: int) -> None:
-        """Add the index points the scan found, rewriting a damaged or missing index file."""
+        """Add the index points the scan found, rewriting the index file when they (or the
+        points dropped as untrusted before the scan) make it differ from what is held."""
         added = seg.index.extend(result.index_points, seg.size)
         if not self.writable or not (added or index_state < -1):
             return
-        if index_state < -1 or index_state == -1:
-            self.repair.rewrite_index(seg.base_seq, seg.index.to_bytes(), -index_state - 2)
-        else:
-            seg.write_index(self.fs, added)
-            seg.close(self.fs)
+        self.repair.rewrite_index(seg.base_seq, seg.index.to_bytes(), -index_state - 2)

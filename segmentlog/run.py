@@ -123,6 +123,8 @@ class Run(SharedRun, Generic[E]):
         #: The shared state record, and the incarnation this view belongs to.
         self.state_file = StateFile(ctx.fs, self.dir, writable=ctx.writable)
         self.epoch = 0
+        if ctx.locks is not None:
+            self.run_lock = ctx.locks.for_run(run_id)
         self.appends = 0
         self.bytes_written = 0
 
@@ -198,9 +200,12 @@ class Run(SharedRun, Generic[E]):
         self.ctx.state.check_writable()
         if self.ctx.locks is None:
             self._commit_all(requests)
-        else:
-            with self.hold():
-                self._commit_all(requests)
+            return
+        self.enter()
+        try:
+            self._commit_all(requests)
+        finally:
+            self.leave()
 
     def _commit_all(self, requests: list[Request[list[Envelope[E]]]]) -> None:
         seg = self.active_segment() if self.segments else None

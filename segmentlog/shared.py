@@ -21,9 +21,9 @@ Strategy and invariants
 from __future__ import annotations
 
 import contextlib
+import struct
 import threading
 import uuid
-from _thread import allocate_lock
 from collections.abc import Iterator
 from typing import Any
 
@@ -43,19 +43,41 @@ from .format import (
 from .scan import scan
 from .segment import Segment
 
-__all__ = ["LOCKS", "RunLocks", "SharedRun", "StateFile", "new_epoch"]
+__all__ = ["LOCKS", "RunLock", "RunLocks", "SharedRun", "StateFile", "new_epoch"]
 
 #: The file whose bytes carry the per-run writer locks.
 LOCKS = "LOCKS"
 _SLOT_MASK = (1 << 62) - 1
+_TAIL = struct.Struct("<QQQ")  # base, end, acked
+_SUM = struct.Struct("<Q")
+_WITH_BUSY = 65  # the record and the busy byte after it (STATE_BUSY_AT + 1)
 
 
-class _Slot:
-    __slots__ = ("count", "ready")
+class RunLock:
+    """One run's lock between processes, and the in-process lock that guards its slot."""
 
-    def __init__(self) -> None:
-        self.count = 0
-        self.ready = allocate_lock()
+    __slots__ = ("_guard", "_lock", "_unlock")
+
+    def __init__(self, guard: threading.Lock, lock: Any, unlock: Any) -> None:
+        self._guard = guard
+        self._lock = lock
+        self._unlock = unlock
+
+    def acquire(self) -> None:
+        """Hold the run against other processes, waiting for them."""
+        self._guard.acquire()
+        try:
+            self._lock()
+        except BaseException:
+            self._guard.release()
+            raise
+
+    def release(self) -> None:
+        """Let other processes have the run."""
+        try:
+            self._unlock()
+        finally:
+            self._guard.release()
 
 
 class RunLocks:
@@ -65,47 +87,22 @@ class RunLocks:
         self._fs = fs
         self.fd = fs.open_append(f"{path}/{LOCKS}", create=True)
         self._mu = threading.Lock()
-        self._slots: dict[int, _Slot] = {}
+        self._guards: dict[int, threading.Lock] = {}
 
     @staticmethod
     def slot(run_id: uuid.UUID) -> int:
         """The byte of ``LOCKS`` that stands for ``run_id``."""
         return int(xxh3_64(run_id.bytes)) & _SLOT_MASK
 
-    def acquire(self, slot: int) -> None:
-        """Hold ``slot`` against other processes, waiting for it (the caller already holds
-        the run's commit lock, so threads of this process never race for one run)."""
+    def for_run(self, run_id: uuid.UUID) -> RunLock:
+        """The lock of ``run_id``. Runs whose slots collide share one in-process guard, so
+        threads of this process never hold one slot twice (and never release it under
+        each other); a lock is only ever taken alone, never nested."""
+        slot = self.slot(run_id)
         with self._mu:
-            entry = self._slots.get(slot)
-            first = entry is None
-            if entry is None:
-                entry = self._slots[slot] = _Slot()
-                entry.ready.acquire()
-            entry.count += 1
-        if not first:
-            entry.ready.acquire()  # wait until the first holder has the lock
-            entry.ready.release()
-            return
-        try:
-            self._fs.lock_range(self.fd, slot)
-        except BaseException:
-            with self._mu:
-                entry.count -= 1
-                if not entry.count:
-                    del self._slots[slot]
-            entry.ready.release()
-            raise
-        entry.ready.release()
-
-    def release(self, slot: int) -> None:
-        """Give ``slot`` back; the lock goes when its last holder in this process leaves."""
-        with self._mu:
-            entry = self._slots[slot]
-            entry.count -= 1
-            if entry.count:
-                return
-            del self._slots[slot]
-            self._fs.unlock_range(self.fd, slot)
+            guard = self._guards.setdefault(slot, threading.Lock())
+        lock, unlock = self._fs.range_lock(self.fd, slot)
+        return RunLock(guard, lock, unlock)
 
     def close(self) -> None:
         """Close the lock file (releasing every lock of this process)."""
@@ -118,6 +115,7 @@ class StateFile:
     __slots__ = ("_cached", "_fs", "_map", "path", "writable")
 
     def __init__(self, fs: FileSystem, run_dir: str, *, writable: bool) -> None:
+        assert STATE_BUSY_AT == STATE_RECORD_SIZE
         self._fs = fs
         self.path = f"{run_dir}/{STATE_NAME}"
         self.writable = writable
@@ -166,20 +164,34 @@ class StateFile:
         return None
 
     def changed(self) -> bool:
-        """True when the record differs from the one this process last read or wrote."""
-        return self._map is not None and self._map.read(0, STATE_RECORD_SIZE) != self._cached
+        """True when the record (or the busy byte) differs from what this process last read
+        or wrote: another process appended, or died while appending."""
+        return self._map is not None and self._map.read(0, _WITH_BUSY) != self._cached
 
     def remember(self) -> None:
         """Note the current record as seen (``changed`` is False until it changes)."""
         if self._map is not None:
-            self._cached = self._map.read(0, STATE_RECORD_SIZE)
+            self._cached = self._map.read(0, STATE_RECORD_SIZE) + b"\0"
+
+    def publish(self, flags_boot_epoch: bytes, base: int, end: int, acked: int) -> None:
+        """Store a record whose first 32 bytes are ``flags_boot_epoch`` (see ``prefix``):
+        the hot path of ``write``."""
+        assert self._map is not None
+        head = flags_boot_epoch + _TAIL.pack(base, end, acked)
+        data = head + _SUM.pack(xxh3_64(head)) + b"\0"
+        self._map.write(0, data)
+        self._cached = data
+
+    @staticmethod
+    def prefix(flags: int, boot: bytes, epoch: int) -> bytes:
+        """The constant first 32 bytes of a run's records (magic to epoch)."""
+        return encode_run_state(RunState(flags, boot, epoch, 0, 0, 0))[:32]
 
     def write(self, state: RunState) -> None:
-        """Store the record (and clear the busy byte)."""
+        """Store the record and clear the busy byte, in one store."""
         assert self._map is not None
-        data = encode_run_state(state)
+        data = encode_run_state(state) + b"\0"
         self._map.write(0, data)
-        self._map.write(STATE_BUSY_AT, b"\0")
         self._cached = data
 
     @property
@@ -187,10 +199,17 @@ class StateFile:
         """True when a writer set the busy byte and has not updated the record since."""
         return self._map is not None and self._map.read(STATE_BUSY_AT, 1) != b"\0"
 
-    def set_busy(self) -> None:
-        """Mark a write under way (cleared by ``write``)."""
-        assert self._map is not None
+    def set_busy(self) -> bool:
+        """Mark a write under way, if mapped (cleared by ``write``); True if marked."""
+        if self._map is None:
+            return False
         self._map.write(STATE_BUSY_AT, b"\1")
+        return True
+
+    def unchanged(self) -> bool:
+        """True when mapped and exactly as this process last read or wrote it (the hot
+        path's check: nobody else appended, nobody died appending)."""
+        return self._map is not None and self._map.read(0, _WITH_BUSY) == self._cached
 
     def close(self) -> None:
         """Unmap."""
@@ -228,6 +247,11 @@ class SharedRun:
     state_file: StateFile
     epoch: int
     loaded: bool
+    run_lock: RunLock
+    _prefix: bytes = b""
+    _prefix_epoch: int = -1
+    #: Set while this process holds the run with its busy byte set.
+    busy: bool = False
 
     def adopt(
         self, segments: list[Segment], last_seq: int, last_payload: bytes | None, writable: bool
@@ -237,33 +261,46 @@ class SharedRun:
     def close_files(self) -> None:
         raise NotImplementedError
 
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        """Hold the run against other processes and bring this view up to date."""
-        locks: RunLocks = self.ctx.locks
-        slot = RunLocks.slot(self.id)
-        locks.acquire(slot)
+    def enter(self) -> None:
+        """Hold the run against other processes and bring this view up to date; ``leave``
+        must follow."""
+        self.run_lock.acquire()
         try:
-            self.catch_up()
-            if self.state_file.mapped:
-                self.state_file.set_busy()
-            yield
-            if self.state_file.mapped and self.state_file.busy and self.ctx.state.failed is None:
+            sf = self.state_file
+            if not sf.unchanged():
+                self.catch_up()
+            self.busy = sf.set_busy()
+        except BaseException:
+            self.run_lock.release()
+            raise
+
+    def leave(self) -> None:
+        """Release the run to other processes (publishing this view if nothing was)."""
+        try:
+            if self.busy and self.ctx.state.failed is None:
                 self.publish_state()  # nothing was committed: clear the busy byte
         finally:
-            locks.release(slot)
+            self.run_lock.release()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """``enter`` ... ``leave`` as a context manager (for the rarer operations)."""
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
 
     def load(self) -> None:
         """First touch: recover the run from its files (under its lock between processes)."""
         if self.ctx.locks is None:
             self.reload()
             return
-        slot = RunLocks.slot(self.id)
-        self.ctx.locks.acquire(slot)
+        self.run_lock.acquire()
         try:
             self.reload()
         finally:
-            self.ctx.locks.release(slot)
+            self.run_lock.release()
 
     def reload(self) -> None:
         """Forget this view, recover the run from its files, and publish the result."""
@@ -305,7 +342,11 @@ class SharedRun:
         if not sf.mapped:
             sf.open(create=True)
         seg = self.segments[-1]
-        sf.write(RunState(0, self.ctx.boot, self.epoch, seg.base_seq, seg.size, self.visible_seq))
+        if self._prefix_epoch != self.epoch:
+            self._prefix = StateFile.prefix(0, self.ctx.boot, self.epoch)
+            self._prefix_epoch = self.epoch
+        sf.publish(self._prefix, seg.base_seq, seg.size, self.visible_seq)
+        self.busy = False
 
     def catch_up(self) -> None:
         """Under the run's lock: take in what other processes did since this view."""
@@ -314,7 +355,7 @@ class SharedRun:
             if self.segments or self.ctx.fs.is_dir(self.dir):
                 self.reload()  # deleted, or created by another process
             return
-        if not sf.changed() and not sf.busy:
+        if not sf.changed():
             return
         state = sf.read()
         seg = self.segments[-1] if self.segments else None
@@ -365,12 +406,11 @@ class SharedRun:
         if sf.mapped and not sf.changed():
             return
         with self.commit_lock:
-            slot = RunLocks.slot(self.id)
-            self.ctx.locks.acquire(slot)
+            self.run_lock.acquire()
             try:
                 self.catch_up()
             finally:
-                self.ctx.locks.release(slot)
+                self.run_lock.release()
 
     def mark_deleted(self) -> None:
         """Tell every process that holds this run that it was deleted."""
