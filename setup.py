@@ -14,14 +14,23 @@ Environment:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-NATIVE = Extension("segmentlog._native", sources=["segmentlog/_native.c"])
+SOURCE = "segmentlog/_native.c"
+# Compiled in as _native.source_sha256: tests/native/test_build.py tells a stale build by it.
+DIGEST = hashlib.sha256((Path(__file__).parent / SOURCE).read_bytes()).hexdigest()
+NATIVE = Extension(
+    "segmentlog._native",
+    sources=[SOURCE],
+    define_macros=[("SEGMENTLOG_NATIVE_SOURCE_SHA256", f'"{DIGEST}"')],
+)
 
 HINT = (
     "segmentlog: the compiled core (segmentlog._native) was not built; the pure-Python path "

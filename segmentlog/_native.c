@@ -1058,7 +1058,19 @@ static PyMethodDef native_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* setup.py passes the SHA-256 of this file, so a test can tell a stale build from a fresh one. */
+#ifndef SEGMENTLOG_NATIVE_SOURCE_SHA256
+#define SEGMENTLOG_NATIVE_SOURCE_SHA256 ""
+#endif
+
+static int
+native_exec(PyObject *module)
+{
+    return PyModule_AddStringConstant(module, "source_sha256", SEGMENTLOG_NATIVE_SOURCE_SHA256);
+}
+
 static PyModuleDef_Slot native_slots[] = {
+    {Py_mod_exec, native_exec},
 #ifdef Py_mod_multiple_interpreters
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #endif

@@ -3,6 +3,7 @@ and a build without a working compiler still installs, with a warning."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -35,6 +36,13 @@ def test_the_test_install_uses_the_compiled_core() -> None:
     # A missing extension here is a failed build, not something to skip.
     assert _native_in_use() == "True segmentlog._native"
     assert Path(native.__file__).parent == Path(segmentlog.__file__).parent
+
+
+def test_the_extension_was_built_from_the_source_beside_it() -> None:
+    source = hashlib.sha256((ROOT / "segmentlog" / "_native.c").read_bytes()).hexdigest()
+    assert native.source_sha256 == source, (
+        "segmentlog._native is stale: rebuild it (pip install -e . or sh scripts/test.sh)"
+    )
 
 
 def test_segmentlog_pure_forces_the_pure_path() -> None:
