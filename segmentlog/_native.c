@@ -209,7 +209,7 @@ position(PyObject *obj, const char *name, PyObject **num, Py_ssize_t *pos)
         return -1;
     }
     if (*pos < 0) {
-        PyErr_Format(PyExc_ValueError, "%s must be >= 0, not %zd", name, *pos);
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0, not %R", name, *num);
         Py_CLEAR(*num);
         return -1;
     }
