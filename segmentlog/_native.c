@@ -4,12 +4,12 @@
  * Strategy and invariants
  * - Each function mirrors one pure-Python function of format.py, which is the reference: the
  *   same results for every input (whole, truncated, damaged or random bytes) and the same
- *   exception classes for bad arguments. tests/native/ checks this differentially (Hypothesis,
- *   a fuzzer, and a run of both under AddressSanitizer and UBSan).
+ *   exception classes for ints out of range. Arguments that are not ints raise TypeError
+ *   (where the pure code may compare a float without complaint). tests/native/ checks this
+ *   differentially (Hypothesis, a fuzzer, and a run of both under AddressSanitizer and UBSan).
  * - Bytes in, results out: no file I/O, no locks, no module state, no global mutable state.
- *   format.py turns the stop codes returned here into its NEED_DATA, ZERO_FILL and
- *   FrameCorruption objects (format._stop), so no Python object is built here that the pure
- *   code builds there.
+ *   Stops come back as codes; format._stop turns them into the NEED_DATA, ZERO_FILL and
+ *   FrameCorruption objects the pure code returns, so both paths share that code.
  * - Python ints are unbounded; here they are clamped into C ranges in ways that keep every
  *   comparison the pure code makes (a `last` of 1 << 64 is "no limit", a seq can step to
  *   2**64), so no argument ever wraps around.
