@@ -409,6 +409,8 @@ def _walk_frames_py(
     max_record_bytes: int,
     out: bytearray | None,
 ) -> tuple[int, int, WalkStop]:
+    if pos < 0:  # struct and slices would count it from the end of ``buf``
+        raise ValueError(f"pos must be >= 0, not {pos}")
     unpack = FRAME_HEADER.unpack_from
     size = len(buf)
     while seq <= last:
@@ -464,6 +466,8 @@ def walk_frames(
     ``None`` once ``last`` was passed, ``NEED_DATA`` when ``buf`` ends (at or inside a frame),
     ``ZERO_FILL`` at a zero byte, or the corruption met at ``pos``. On every stop but
     ``None``, ``out`` holds exactly the payloads of seqs ``first .. next_seq - 1``.
+
+    Raises ``ValueError`` for a negative ``pos``.
     """
     if _native is None:
         return _walk_frames_py(buf, pos, seq, first, last, max_record_bytes, out)
@@ -500,6 +504,8 @@ class FrameScan(NamedTuple):
 def _scan_frames_py(
     buf: bytes, base: int, seq: int, max_record_bytes: int, interval: int, last_point: int
 ) -> FrameScan:
+    if base < 0:
+        raise ValueError(f"base must be >= 0, not {base}")
     unpack = FRAME_HEADER.unpack_from
     size = len(buf)
     start_seq = seq
@@ -559,7 +565,8 @@ def scan_frames(
     """Verify every frame of ``buf`` (the bytes of a segment from absolute offset ``base``),
     expecting ``seq`` first, until the buffer ends or a frame does not verify.
 
-    This is the recovery scan: it describes what it finds and decides nothing.
+    This is the recovery scan: it describes what it finds and decides nothing. Raises
+    ``ValueError`` for a negative ``base``.
     """
     if _native is None:
         return _scan_frames_py(buf, base, seq, max_record_bytes, interval, last_point)
@@ -619,6 +626,8 @@ class FrameEncoder:
 
 def _seal_frame_py(buf: bytearray, start: int, seq: int, marks: int) -> None:
     length = len(buf) - start - FRAME_HEADER_SIZE
+    if start < 0 or length < 0:  # pack_into would count a negative start from the end
+        raise ValueError(f"frame start {start} outside 0..len(buf) - {FRAME_HEADER_SIZE}")
     FRAME_HEADER.pack_into(buf, start, FRAME_MAGIC, 0, length, seq, marks)
     # A bytearray slice (a copy) is cheaper than a memoryview for small records, and leaves
     # no export on ``buf``, which later frames grow.

@@ -1,7 +1,7 @@
-"""FORMAT.md is normative: its constants, field tables and worked example must match codec.py.
+"""FORMAT.md is normative: its constants, field tables and worked example must match format.py.
 
 The document is parsed, not copied: each test reads a table or a fenced block out of
-FORMAT.md and checks it against the codec, so editing either side alone fails here.
+FORMAT.md and checks it against format.py, so editing either side alone fails here.
 """
 
 from __future__ import annotations
