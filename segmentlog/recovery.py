@@ -202,6 +202,7 @@ class _Judge:
             return -1
         index, valid = SparseIndex.from_bytes(data, seg.base_seq, self.interval, size)
         seg.index = index
+        seg.index_file = True
         return valid if valid == len(data) else -valid - 2
 
     def _tail_start(self, seg: Segment, fd: int, size: int, sealed: bool) -> tuple[int, int, bytes]:
@@ -240,7 +241,8 @@ class _Judge:
         seg.size = seg.allocated = at
         seg.last_seq = last_kept
         seg.index.truncate(at)
-        self.repair.rewrite_index(seg.base_seq, seg.index.to_bytes(), -1)  # drop stale points
+        if seg.index_file:
+            self.repair.rewrite_index(seg.base_seq, seg.index.to_bytes(), -1)  # drop stale points
 
     def _judge_sealed(self, seg: Segment, result: ScanResult, next_base: int) -> bool:
         expected_last = next_base - 1
@@ -328,4 +330,7 @@ class _Judge:
         added = seg.index.extend(result.index_points, seg.size)
         if not self.writable or not (added or index_state < -1):
             return
+        if not seg.index_file and seg.size < seg.index_file_min:
+            return  # a small segment keeps its index in memory (segment.write_index)
         self.repair.rewrite_index(seg.base_seq, seg.index.to_bytes(), -index_state - 2)
+        seg.index_file = True

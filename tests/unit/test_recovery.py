@@ -36,7 +36,7 @@ from segmentlog.format import (
 )
 from segmentlog.maintenance import recover, verify
 
-SMALL = {"segment_bytes": 4096, "index_interval_bytes": 256, "fsync": "never"}
+SMALL = {"segment_bytes": 4096, "index_interval_bytes": 128, "fsync": "never"}
 
 
 def delta(run_id: uuid.UUID, text: str = "x") -> TextDelta:
