@@ -28,19 +28,32 @@ E = TypeVar("E")
 
 
 class Work(Generic[E]):
-    """One caller's append: its events, or envelopes to import as they are."""
+    """One caller's append: its events (with their idempotency keys and the run's expected
+    last seq, if any), or envelopes to import as they are."""
 
-    __slots__ = ("events", "imported")
+    __slots__ = ("events", "expected_seq", "imported", "keys")
 
-    def __init__(self, events: list[E], imported: list[Envelope[E]] | None = None) -> None:
+    def __init__(
+        self,
+        events: list[E],
+        imported: list[Envelope[E]] | None = None,
+        keys: list[str | None] | None = None,
+        expected_seq: int | None = None,
+    ) -> None:
         self.events = events
         self.imported = imported
+        self.keys = keys
+        self.expected_seq = expected_seq
 
 
 class Prepared(Generic[E]):
-    """A request's envelopes and their frames: in ``buf``, starting at offsets ``starts``."""
+    """A request's envelopes and their frames: in ``buf``, starting at offsets ``starts``.
 
-    __slots__ = ("buf", "envelopes", "request", "starts")
+    ``aliases`` are requests of the same group that retried one of its keys: they get their
+    envelopes from this one once it is committed.
+    """
+
+    __slots__ = ("aliases", "buf", "envelopes", "request", "starts")
 
     def __init__(
         self, request: Request[list[Envelope[E]]], envelopes: list[Envelope[E]], buf: bytearray
@@ -49,6 +62,7 @@ class Prepared(Generic[E]):
         self.envelopes = envelopes
         self.buf = buf
         self.starts: list[int] = []
+        self.aliases: list[tuple[Request[list[Envelope[E]]], list[Envelope[E]]]] = []
 
 
 def make_envelopes(
@@ -57,15 +71,17 @@ def make_envelopes(
     session: uuid.UUID | None,
     events: list[E],
     seq: int,
+    keys: list[str | None] | None = None,
 ) -> list[Envelope[E]]:
     """Envelopes for ``events`` from ``seq`` on; a ``RunStarted`` sets the session."""
     session_of = codec.session_of
     out: list[Envelope[E]] = []
-    for event in events:
+    for i, event in enumerate(events):
         started = session_of(event)
         if started is not None:
             session = started
-        out.append(Envelope(new_event_id(), seq, run_id, session, event, utcnow()))
+        key = None if keys is None else keys[i]
+        out.append(Envelope(new_event_id(), seq, run_id, session, event, utcnow(), key))
         seq += 1
     return out
 

@@ -31,6 +31,7 @@ from .durability import FsyncTimer, GroupCommit, LogState, Request
 from .errors import AppendError
 from .events import Envelope
 from .format import FrameEncoder
+from .keys import KeyIndex, decide
 from .layout import Layout
 from .options import FsyncPolicy, LogOptions
 from .prepare import Prepared, Work, check_import, index_points, make_envelopes, prepare
@@ -56,6 +57,7 @@ class RunContext(Generic[E]):
         touch: Any,
         notify: Any,
         recover: Any,
+        read: Any,
         locks: RunLocks | None,
     ) -> None:
         self.fs = fs
@@ -82,6 +84,8 @@ class RunContext(Generic[E]):
         self.notify = notify
         #: Called with a run to recover it from its files (None: it has no directory).
         self.recover = recover
+        #: Called as ``read(run, after_seq, limit)`` for envelopes of a run (the read path).
+        self.read = read
         #: The per-run locks between processes (``multiprocess=True``), else None.
         self.locks = locks
         self.writable = not options.read_only
@@ -121,6 +125,8 @@ class Run(SharedRun, Generic[E]):
         #: Read-only: identifies the run's incarnation (the first frame's checksum).
         self.fingerprint: bytes | None = None
         #: The shared state record, and the incarnation this view belongs to.
+        #: The run's idempotency keys, built on first use (``keys.py``).
+        self.keys: KeyIndex | None = None
         self.state_file = StateFile(ctx.fs, self.dir, writable=ctx.writable)
         self.epoch = 0
         if ctx.locks is not None:
@@ -134,6 +140,7 @@ class Run(SharedRun, Generic[E]):
         self, segments: list[Segment], last_seq: int, last_payload: bytes | None, writable: bool
     ) -> None:
         """Take the state recovery established. Holds ``commit_lock``."""
+        self.keys = None  # built again from the recovered frames when next needed
         with self.view_lock:
             self.segments = segments
             self.bases = [s.base_seq for s in segments]
@@ -148,6 +155,7 @@ class Run(SharedRun, Generic[E]):
 
     def reset(self) -> None:
         """Forget everything: the run was deleted. Holds ``commit_lock``."""
+        self.keys = None
         with self.view_lock:
             self.segments = []
             self.bases = []
@@ -172,10 +180,15 @@ class Run(SharedRun, Generic[E]):
     # --- appending -------------------------------------------------------------------------
 
     def append(
-        self, events: list[E], imported: list[Envelope[E]] | None = None
+        self,
+        events: list[E],
+        imported: list[Envelope[E]] | None = None,
+        keys: list[str | None] | None = None,
+        expected_seq: int | None = None,
     ) -> list[Envelope[E]]:
-        """Append events (or import envelopes) atomically; returns their envelopes."""
-        work = Work(events, imported)
+        """Append events (or import envelopes) atomically; returns their envelopes (or the
+        ones the run holds for their keys)."""
+        work = Work(events, imported, keys, expected_seq)
         if self.committer is not None:
             return self.committer.submit(work, self._commit_group)
         req: Request[list[Envelope[E]]] = Request(work)
@@ -210,15 +223,25 @@ class Run(SharedRun, Generic[E]):
     def _commit_all(self, requests: list[Request[list[Envelope[E]]]]) -> None:
         seg = self.active_segment() if self.segments else None
         pending: list[Prepared[E]] = []
+        keyed: dict[str, tuple[Prepared[E], Envelope[E]]] = {}  # keys this group appends
         buf = bytearray()
         seq = self.last_seq
         for req in requests:
             start = len(buf)
             try:
+                work: Work[E] = req.work
+                if work.keys is not None or work.expected_seq is not None:
+                    held = self._decide(work, seq, keyed)
+                    if held is not None:
+                        self._hold(req, held, keyed)
+                        continue
                 prepared = self.prepare(req, seq + 1, seg.synced if seg else 0, buf)
             except (AppendError, ValueError, TypeError) as exc:
                 req.error = exc
                 continue
+            for env in prepared.envelopes:
+                if env.key is not None:
+                    keyed[env.key] = (prepared, env)
             if seg is None:
                 seg = self._create()
             elif not seg.room_for(len(buf), self.ctx.segment_bytes):
@@ -233,6 +256,45 @@ class Run(SharedRun, Generic[E]):
         if pending:
             assert seg is not None
             self._commit_prepared(seg, buf, pending)
+
+    def _decide(
+        self, work: Work[E], last_seq: int, keyed: dict[str, tuple[Prepared[E], Envelope[E]]]
+    ) -> list[Envelope[E]] | None:
+        """The stored envelopes a conditional append returns, or None to append it."""
+
+        def stored(key: str) -> Envelope[E] | None:
+            queued = keyed.get(key)
+            return queued[1] if queued is not None else self.stored(key)
+
+        events = work.events
+        return decide(self.id, events, work.keys, work.expected_seq, last_seq, stored)
+
+    @staticmethod
+    def _hold(
+        req: Request[list[Envelope[E]]],
+        held: list[Envelope[E]],
+        keyed: dict[str, tuple[Prepared[E], Envelope[E]]],
+    ) -> None:
+        """Answer a retry with what is held: at once, or when the group's commit lands."""
+        for env in held:
+            queued = keyed.get(env.key) if env.key is not None else None
+            if queued is not None and queued[1] is env:
+                queued[0].aliases.append((req, held))
+                return
+        req.result = held
+
+    def stored(self, key: str) -> Envelope[E] | None:
+        """The envelope this run holds under ``key``, if any (builds the key index once)."""
+        if self.keys is None:
+            with self.view_lock:
+                plan = [(s, s.size, s.last_seq) for s in self.segments]
+            self.keys = KeyIndex.build(self.ctx.fs, plan, self.ctx.options.max_record_bytes)
+        for seq in self.keys.candidates(key):
+            if seq <= self.visible_seq:
+                found: list[Envelope[E]] = self.ctx.read(self, seq - 1, 1)
+                if found and found[0].key == key:
+                    return found[0]
+        return None
 
     def prepare(
         self, req: Request[list[Envelope[E]]], first_seq: int, mark: int, buf: bytearray
@@ -251,7 +313,9 @@ class Run(SharedRun, Generic[E]):
                 with self.view_lock:
                     self.load_tail()
             session = self.session_id
-            envelopes = make_envelopes(ctx.codec, self.id, session, work.events, first_seq)
+            envelopes = make_envelopes(
+                ctx.codec, self.id, session, work.events, first_seq, work.keys
+            )
         return prepare(ctx.encoder, ctx.check, req, envelopes, mark, buf)
 
     def _commit_prepared(
@@ -286,9 +350,14 @@ class Run(SharedRun, Generic[E]):
         if ctx.keep_state:
             self.publish_state()
         count = 0
+        keys = self.keys
         for p in prepared:
             p.request.result = p.envelopes
+            for alias, held in p.aliases:
+                alias.result = held
             count += len(p.envelopes)
+            if keys is not None:
+                keys.add_all((env.seq, env.key) for env in p.envelopes)
         self.appends += count
         self.bytes_written += len(buf)
         ctx.notify()

@@ -38,9 +38,12 @@ from .format import (
     RunState,
     decode_run_state,
     encode_run_state,
+    walk_frames,
     xxh3_64,
 )
+from .keys import KeyIndex, keys_of
 from .scan import scan
+from .schema import new_page
 from .segment import Segment
 
 __all__ = ["LOCKS", "RunLock", "RunLocks", "SharedRun", "StateFile", "new_epoch"]
@@ -245,6 +248,7 @@ class SharedRun:
     view_lock: threading.Lock
     commit_lock: threading.Lock
     state_file: StateFile
+    keys: KeyIndex | None
     epoch: int
     loaded: bool
     run_lock: RunLock
@@ -391,6 +395,11 @@ class SharedRun:
         if result.end != end or result.batch_start != end or result.last_seq != acked:
             return False
         seg.index.extend(result.index_points, end)
+        if self.keys is not None:  # take in the keys the other processes appended
+            page = new_page()
+            first = seg.last_seq + 1
+            walk_frames(buf, 0, first, first, acked, max_record, page)
+            self.keys.add_all(keys_of(page, acked - first + 1))
         with self.view_lock:
             seg.size = end
             seg.allocated = max(seg.allocated, end)
