@@ -7,10 +7,9 @@ Strategy and invariants
   decoding only ``seq`` and ``key`` of each record (a two-field Struct; msgspec skips the
   rest), then kept current by every commit of this process and every catch-up with other
   processes' frames. Recovery that rebuilds a run's view drops the index, to be built again.
-- Memory: one entry per keyed record, ``hash(key) -> seq`` (about 70 bytes each); the key
-  itself is checked against the stored record on every hit, so two keys whose 64-bit hashes
-  collide are told apart. First use reads and decodes the run once: about a second for a run
-  of a million events.
+- Memory: one entry per keyed record, ``key -> seq`` (about 100 bytes each with a short
+  key). First use reads and decodes the run once: under a second for a run of a million
+  events.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import msgspec
 from ._fs import FileSystem
 from .errors import SeqConflictError
 from .events import Envelope
-from .format import SEGMENT_HEADER_SIZE, walk_frames, xxh3_64
+from .format import SEGMENT_HEADER_SIZE, walk_frames
 from .schema import PAGE_HEADER_SIZE, new_page
 from .segment import Segment
 from .store import held_envelopes
@@ -45,45 +44,21 @@ class _Keyed(msgspec.Struct):
 _DECODE = msgspec.msgpack.Decoder(list[_Keyed]).decode
 
 
-def _hash(key: str) -> int:
-    return int(xxh3_64(key.encode("utf-8", "surrogatepass")))
-
-
 class KeyIndex:
-    """Key (by hash) -> seqs of the records that hold it, for one run."""
+    """Key -> seq of the record that holds it, for one run."""
 
-    __slots__ = ("_seqs",)
+    __slots__ = ("seqs",)
 
     def __init__(self) -> None:
-        self._seqs: dict[int, int | list[int]] = {}
+        #: Every key the run holds, with its record's seq.
+        self.seqs: dict[str, int] = {}
 
     def __len__(self) -> int:
-        return sum(1 if isinstance(v, int) else len(v) for v in self._seqs.values())
-
-    def add(self, key: str, seq: int) -> None:
-        """Note that ``seq`` holds ``key``."""
-        h = _hash(key)
-        held = self._seqs.get(h)
-        if held is None:
-            self._seqs[h] = seq
-        elif isinstance(held, int):
-            if held != seq:
-                self._seqs[h] = [held, seq]
-        elif seq not in held:
-            held.append(seq)
+        return len(self.seqs)
 
     def add_all(self, pairs: Iterable[tuple[int, str | None]]) -> None:
         """Note every ``(seq, key)`` whose key is not None."""
-        for seq, key in pairs:
-            if key is not None:
-                self.add(key, seq)
-
-    def candidates(self, key: str) -> list[int]:
-        """Seqs that may hold ``key`` (all that share its hash); check each record's key."""
-        held = self._seqs.get(_hash(key))
-        if held is None:
-            return []
-        return [held] if isinstance(held, int) else list(held)
+        self.seqs.update((key, seq) for seq, key in pairs if key is not None)
 
     @classmethod
     def build(

@@ -46,6 +46,7 @@ from .store import (
     DEFAULT_PAGE_LIMIT,
     check_append_args,
     check_expected_run,
+    check_key,
     check_page_args,
     held_envelopes,
 )
@@ -279,8 +280,10 @@ class SegmentLog(Generic[E]):
         if state.failed is not None or state.closed or state.read_only or state.forked:
             state.check_writable()
         keys = None
-        if key is not None or expected_seq is not None:
+        if expected_seq is not None:
             keys = check_append_args(1, [key], expected_seq)
+        elif key is not None:
+            keys = [check_key(key)]
         run_id = self._ctx.codec.run_id_of(event)
         run = self._runs.get(run_id)
         if run is None or not run.loaded:

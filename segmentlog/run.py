@@ -239,9 +239,10 @@ class Run(SharedRun, Generic[E]):
             except (AppendError, ValueError, TypeError) as exc:
                 req.error = exc
                 continue
-            for env in prepared.envelopes:
-                if env.key is not None:
-                    keyed[env.key] = (prepared, env)
+            if work.keys is not None:
+                for env in prepared.envelopes:
+                    if env.key is not None:
+                        keyed[env.key] = (prepared, env)
             if seg is None:
                 seg = self._create()
             elif not seg.room_for(len(buf), self.ctx.segment_bytes):
@@ -262,12 +263,17 @@ class Run(SharedRun, Generic[E]):
     ) -> list[Envelope[E]] | None:
         """The stored envelopes a conditional append returns, or None to append it."""
 
+        keys = work.keys
+        if keys is not None and work.expected_seq is None:
+            held = self.key_index().seqs
+            if not any(k in held or k in keyed for k in keys if k is not None):
+                return None  # every key is new: the common case, decided at once
+
         def stored(key: str) -> Envelope[E] | None:
             queued = keyed.get(key)
             return queued[1] if queued is not None else self.stored(key)
 
-        events = work.events
-        return decide(self.id, events, work.keys, work.expected_seq, last_seq, stored)
+        return decide(self.id, work.events, keys, work.expected_seq, last_seq, stored)
 
     @staticmethod
     def _hold(
@@ -283,18 +289,21 @@ class Run(SharedRun, Generic[E]):
                 return
         req.result = held
 
-    def stored(self, key: str) -> Envelope[E] | None:
-        """The envelope this run holds under ``key``, if any (builds the key index once)."""
+    def key_index(self) -> KeyIndex:
+        """The run's key index, built from its frames on first use. Holds ``commit_lock``."""
         if self.keys is None:
             with self.view_lock:
                 plan = [(s, s.size, s.last_seq) for s in self.segments]
             self.keys = KeyIndex.build(self.ctx.fs, plan, self.ctx.options.max_record_bytes)
-        for seq in self.keys.candidates(key):
-            if seq <= self.visible_seq:
-                found: list[Envelope[E]] = self.ctx.read(self, seq - 1, 1)
-                if found and found[0].key == key:
-                    return found[0]
-        return None
+        return self.keys
+
+    def stored(self, key: str) -> Envelope[E] | None:
+        """The envelope this run holds under ``key``, if any (builds the key index once)."""
+        seq = self.key_index().seqs.get(key)
+        if seq is None or seq > self.visible_seq:
+            return None
+        found: list[Envelope[E]] = self.ctx.read(self, seq - 1, 1)
+        return found[0] if found and found[0].key == key else None
 
     def prepare(
         self, req: Request[list[Envelope[E]]], first_seq: int, mark: int, buf: bytearray
@@ -350,14 +359,16 @@ class Run(SharedRun, Generic[E]):
         if ctx.keep_state:
             self.publish_state()
         count = 0
-        keys = self.keys
+        held = self.keys.seqs if self.keys is not None else None
         for p in prepared:
             p.request.result = p.envelopes
-            for alias, held in p.aliases:
-                alias.result = held
+            for alias, envs in p.aliases:
+                alias.result = envs
             count += len(p.envelopes)
-            if keys is not None:
-                keys.add_all((env.seq, env.key) for env in p.envelopes)
+            if held is not None:
+                for env in p.envelopes:
+                    if env.key is not None:
+                        held[env.key] = env.seq
         self.appends += count
         self.bytes_written += len(buf)
         ctx.notify()
