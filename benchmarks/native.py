@@ -50,6 +50,7 @@ def _median_seconds(fn: Callable[[], object], repeat: int, inner: int = 1) -> fl
 def measure(mib: int, repeat: int) -> dict[str, Any]:
     """Every figure for the path this interpreter is on."""
     import segmentlog.format as fmt
+    import segmentlog.frames as frm
     from segmentlog.events import Envelope, TextDelta
 
     rng = random.Random(1)
@@ -71,13 +72,13 @@ def measure(mib: int, repeat: int) -> dict[str, Any]:
         start = len(seg)
         seg += bytes(fmt.FRAME_HEADER_SIZE)
         seg += rng.randbytes(payload)
-        fmt.seal_frame(seg, start, seq, 0)
+        frm.seal_frame(seg, start, seq, 0)
     body = bytes(seg[fmt.SEGMENT_HEADER_SIZE :])
     del seg
 
     def walk() -> None:
         out = bytearray()
-        _, next_seq, stop = fmt.walk_frames(body, 0, 1, 1, 1 << 64, 1 << 20, out)
+        _, next_seq, stop = frm.walk_frames(body, 0, 1, 1, 1 << 64, 1 << 20, out)
         assert next_seq == count + 1 and stop is fmt.NEED_DATA and len(out) == count * payload
 
     t = _median_seconds(walk, repeat)
@@ -89,19 +90,19 @@ def measure(mib: int, repeat: int) -> dict[str, Any]:
         pos, seq = 0, 1
         while seq <= count:
             out = bytearray()
-            pos, seq, _ = fmt.walk_frames(body, pos, seq, seq, seq + 999, 1 << 20, out)
+            pos, seq, _ = frm.walk_frames(body, pos, seq, seq, seq + 999, 1 << 20, out)
 
     t = _median_seconds(walk_pages, repeat)
     results["walk_frames 1000-frame pages, GB/s"] = len(body) / t / 1e9
     results["walk_frames 1000-frame pages, ns/frame"] = t / count * 1e9
-    t = _median_seconds(lambda: fmt.walk_frames(body, 0, 1, 1, 1 << 64, 1 << 20), repeat)
+    t = _median_seconds(lambda: frm.walk_frames(body, 0, 1, 1, 1 << 64, 1 << 20), repeat)
     results["walk_frames out=None, GB/s"] = len(body) / t / 1e9
     results["walk_frames out=None, ns/frame"] = t / count * 1e9
     t = _median_seconds(lambda: bytearray(count * payload), repeat)
     results["(bytearray of the payloads), ms"] = t * 1e3
 
     def scan() -> fmt.FrameScan:
-        return fmt.scan_frames(body, fmt.SEGMENT_HEADER_SIZE, 1, 1 << 20, INTERVAL, 48)
+        return frm.scan_frames(body, fmt.SEGMENT_HEADER_SIZE, 1, 1 << 20, INTERVAL, 48)
 
     points = scan().points
     assert scan().frames == count
@@ -113,7 +114,7 @@ def measure(mib: int, repeat: int) -> dict[str, Any]:
     results["decode_index, entries"] = len(points)
     results["decode_index, ns/entry"] = t / len(points) * 1e9
 
-    encoder = fmt.FrameEncoder()
+    encoder = frm.FrameEncoder()
     run = uuid.UUID(int=1)
     stamp = datetime(2024, 7, 1, tzinfo=UTC)
     envs = [

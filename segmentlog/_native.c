@@ -375,7 +375,7 @@ typedef struct {
     uint64_t copy_bytes;       /* their payload bytes */
 } walk_state;
 
-/* Mirrors format._walk_frames_py, except that payloads are not copied: it records where the
+/* Mirrors frames._walk_frames_py, except that payloads are not copied: it records where the
  * verified frames are, for one resize and copy afterwards. Touches no Python object. */
 static void
 walk_run(walk_state *w)
@@ -453,7 +453,7 @@ PyDoc_STRVAR(walk_frames_doc,
              "walk_frames($module, buf, pos, seq, first, last, max_record_bytes, out=None, /)\n"
              "--\n\n"
              "Walk the frames of buf from pos, expecting seq first; mirrors\n"
-             "format._walk_frames_py.\n\n"
+             "frames._walk_frames_py.\n\n"
              "Frames before first are skipped by their headers; frames from first to last are\n"
              "verified and their payloads appended to out (a bytearray, or None). Returns\n"
              "(pos, next_seq, code, claimed_seq, length): code 0 once last was passed, 1\n"
@@ -597,7 +597,7 @@ at_least_apart(int64_t a, int64_t b, int64_t c)
     return a - b >= c;
 }
 
-/* Mirrors the loop of format._scan_frames_py. Touches no Python object. */
+/* Mirrors the loop of frames._scan_frames_py. Touches no Python object. */
 static void
 scan_run(scan_state *s)
 {
@@ -702,7 +702,7 @@ PyDoc_STRVAR(scan_frames_doc,
              "scan_frames($module, buf, base, seq, max_record_bytes, interval, last_point, /)\n"
              "--\n\n"
              "Verify every frame of buf (a segment's bytes from absolute offset base),\n"
-             "expecting seq first; mirrors format._scan_frames_py.\n\n"
+             "expecting seq first; mirrors frames._scan_frames_py.\n\n"
              "Returns (end, next_seq, code, claimed_seq, length, batch_end, batch_seq,\n"
              "tail_start, frames, points), offsets absolute, code as walk_frames' (never 0),\n"
              "points a list of (seq, offset). base, interval and last_point must fit in 64\n"
@@ -977,7 +977,7 @@ struct_field(PyObject *obj, uint64_t max, uint64_t *value)
 PyDoc_STRVAR(seal_frame_doc,
              "seal_frame($module, buf, start, seq, marks, /)\n--\n\n"
              "Write the header of the frame whose payload fills buf[start + 28:], in place;\n"
-             "mirrors format._seal_frame_py.");
+             "mirrors frames._seal_frame_py.");
 
 static PyObject *
 native_seal_frame(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)

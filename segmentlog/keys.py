@@ -23,7 +23,12 @@ import msgspec
 from ._fs import FileSystem
 from .errors import SeqConflictError
 from .events import Envelope
-from .format import SEGMENT_HEADER_SIZE, walk_frames
+from .format import (
+    SEGMENT_HEADER_SIZE,
+)
+from .frames import (
+    walk_frames,
+)
 from .schema import PAGE_HEADER_SIZE, new_page
 from .segment import Segment
 from .store import held_envelopes

@@ -3,7 +3,7 @@
 Strategy and invariants
 - ``prepare`` is the whole CPU side of an append, so a bad event is refused before a byte is
   written: envelopes get their ids, seqs and session, are encoded into the caller's buffer
-  (``format.FrameEncoder``) and, with ``validate_events``, decoded back (``schema``).
+  (``frames.FrameEncoder``) and, with ``validate_events``, decoded back (``schema``).
 - It is pure: a failed preparation leaves the buffer exactly as it was, and nothing here
   knows a file, a lock or a policy. Frames of one preparation form one atomic batch: every
   frame but the last carries the CONTINUED bit.
@@ -19,7 +19,13 @@ from typing import Any, Generic, TypeVar
 
 from .durability import Request
 from .events import Envelope, new_event_id, utcnow
-from .format import FRAME_HEADER_SIZE, MAX_SEGMENT_OFFSET, FrameEncoder
+from .format import (
+    FRAME_HEADER_SIZE,
+    MAX_SEGMENT_OFFSET,
+)
+from .frames import (
+    FrameEncoder,
+)
 from .schema import EnvelopeCodec
 
 __all__ = ["Prepared", "Work", "check_import", "index_points", "make_envelopes", "prepare"]

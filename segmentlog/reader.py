@@ -38,6 +38,8 @@ from .format import (
     frame_checksum,
     frame_length,
     segment_name,
+)
+from .frames import (
     walk_frames,
 )
 from .index import SparseIndex

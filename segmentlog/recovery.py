@@ -37,14 +37,15 @@ from .format import (
     HeaderCorruption,
     SegmentHeader,
     decode_segment_header,
-    find_frames_after,
+)
+from .frames import (
     read_frame,
 )
 from .index import SparseIndex
 from .layout import Layout, list_segments, segment_path
 from .options import RecoveryMode
 from .repair import RecoveryReport, Repairer
-from .scan import ScanResult, scan
+from .scan import ScanResult, find_frames_after, scan
 from .segment import Segment
 
 __all__ = ["RecoveredRun", "recover_run"]

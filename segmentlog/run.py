@@ -30,7 +30,9 @@ from ._fs import FileSystem
 from .durability import FsyncTimer, GroupCommit, LogState, Request
 from .errors import AppendError
 from .events import Envelope
-from .format import FrameEncoder
+from .frames import (
+    FrameEncoder,
+)
 from .keys import KeyIndex, decide
 from .layout import Layout
 from .options import FsyncPolicy, LogOptions

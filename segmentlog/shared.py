@@ -38,8 +38,10 @@ from .format import (
     RunState,
     decode_run_state,
     encode_run_state,
-    walk_frames,
     xxh3_64,
+)
+from .frames import (
+    walk_frames,
 )
 from .keys import KeyIndex, keys_of
 from .scan import scan

@@ -25,6 +25,8 @@ from segmentlog.format import (
     DEFAULT_MAX_RECORD_BYTES,
     SEGMENT_HEADER_SIZE,
     FramedRecord,
+)
+from segmentlog.frames import (
     read_frame,
 )
 

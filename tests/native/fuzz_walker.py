@@ -19,6 +19,7 @@ import atheris
 
 with atheris.instrument_imports():
     import segmentlog.format as fmt
+    import segmentlog.frames as frm
     from segmentlog.format import FRAME_HEADER_SIZE
     from tests.native import twins
 
@@ -56,7 +57,7 @@ def _stream(fdp: atheris.FuzzedDataProvider) -> tuple[bytes, list[int], int]:
             start = len(buf)
             buf += bytes(FRAME_HEADER_SIZE)
             buf += payload
-            fmt._seal_frame_py(buf, start, seq, fdp.ConsumeIntInRange(0, 0xFFFF_FFFF))
+            frm._seal_frame_py(buf, start, seq, fdp.ConsumeIntInRange(0, 0xFFFF_FFFF))
     for _ in range(fdp.ConsumeIntInRange(0, 3)):
         op = fdp.ConsumeIntInRange(0, 4)
         at = fdp.ConsumeIntInRange(0, len(buf))

@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from segmentlog.format import DEFAULT_MAX_RECORD_BYTES, SEGMENT_HEADER_SIZE, FrameScan
+from segmentlog.format import (
+    DEFAULT_MAX_RECORD_BYTES,
+    SEGMENT_HEADER_SIZE,
+)
+from segmentlog.frames import (
+    FrameScan,
+)
 
 from . import twins
 from .twins import SETTINGS, U64_MAX

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import segmentlog.format as fmt
+import segmentlog.frames as frm
 from segmentlog.events import Envelope, TextDelta
 from segmentlog.format import FRAME_CONTINUED, FRAME_HEADER_SIZE, MAX_SEGMENT_OFFSET
 
@@ -52,7 +52,7 @@ def test_buffers_that_cannot_be_sealed() -> None:
     for buf in (bytes(40), "x" * 40, None, 7):
         for module in (twins.native, None):
             with twins.on_path(module), pytest.raises(TypeError):
-                fmt.seal_frame(buf, 0, 1, 0)  # type: ignore[arg-type]
+                frm.seal_frame(buf, 0, 1, 0)  # type: ignore[arg-type]
 
 
 def test_a_writable_memoryview_seals_alike() -> None:
@@ -60,7 +60,7 @@ def test_a_writable_memoryview_seals_alike() -> None:
     for module in (twins.native, None):
         raw = bytearray(b"\xee" * 10 + bytes(FRAME_HEADER_SIZE) + b"payload")
         with twins.on_path(module):
-            fmt.seal_frame(memoryview(raw), 10, 5, 9)
+            frm.seal_frame(memoryview(raw), 10, 5, 9)
         frames.append(raw)
     assert frames[0] == frames[1]
 
@@ -79,7 +79,7 @@ def test_frame_encoder_output_is_identical(
     stamp = datetime(2024, 7, 1, tzinfo=UTC)
     streams = []
     for module in (twins.native, None):
-        encoder = fmt.FrameEncoder()
+        encoder = frm.FrameEncoder()
         buf = bytearray(b"head")
         with twins.on_path(module):
             for i, delta in enumerate(deltas):

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import segmentlog.format as fmt
+import segmentlog.frames as frm
 from segmentlog.format import (
     DEFAULT_MAX_RECORD_BYTES,
     FRAME_HEADER_SIZE,
@@ -199,9 +199,9 @@ def test_an_exported_out_cannot_grow_on_either_path() -> None:
         out = bytearray(b"x")
         with memoryview(out), twins.on_path(module):
             with pytest.raises(BufferError):
-                fmt.walk_frames(stream, 0, 1, 1, NO_LIMIT, 100, out)
+                frm.walk_frames(stream, 0, 1, 1, NO_LIMIT, 100, out)
             # Nothing to append (every frame is before first) never resizes, so never fails.
-            assert fmt.walk_frames(stream, 0, 1, 9, NO_LIMIT, 100, out)[2] is NEED_DATA
+            assert frm.walk_frames(stream, 0, 1, 9, NO_LIMIT, 100, out)[2] is NEED_DATA
         assert out == b"x"
 
 

@@ -1,11 +1,11 @@
 """Run segmentlog.format's hot loops on both paths, compiled and pure, and compare the outcomes.
 
 Strategy
-- ``on_path(native)`` / ``on_path(None)`` point format's dispatch (``_native``, ``xxh3_64``,
-  ``seal_frame``) at the compiled module or at the pure reference for the duration of a call,
-  so the public functions (``walk_frames``, ``scan_frames``, ``decode_index``) are exercised
-  exactly as shipped. On the pure path xxh3 is the ``xxhash`` package's, so the reference
-  never leans on the code it checks.
+- ``on_path(native)`` / ``on_path(None)`` point the dispatch of ``format`` and ``frames``
+  (``_native``, ``xxh3_64``, ``seal_frame``) at the compiled module or at the pure reference
+  for the duration of a call, so the public functions (``walk_frames``, ``scan_frames``,
+  ``decode_index``) are exercised exactly as shipped. On the pure path xxh3 is the
+  ``xxhash`` package's, so the reference never leans on the code it checks.
 - An outcome is what a caller can observe: the returned value, the bytes appended to ``out``
   (or written into the sealed buffer), or the exception's class.
 - Streams are built on the pure path, with ``FrameEncoder`` and ``_seal_frame_py``.
@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import segmentlog.format as fmt
+import segmentlog.frames as frm
 from segmentlog.format import (
     DEFAULT_MAX_RECORD_BYTES,
     FRAME_CONTINUED,
@@ -35,6 +36,8 @@ from segmentlog.format import (
     FRAME_MAGIC,
     MAX_FRAME_LENGTH,
     MAX_SEGMENT_OFFSET,
+)
+from segmentlog.frames import (
     FrameEncoder,
 )
 
@@ -56,18 +59,15 @@ SETTINGS = settings(
 @contextmanager
 def on_path(module: ModuleType | None) -> Iterator[None]:
     """Dispatch format's hot loops to ``module`` (the compiled one) or, for None, the pure code."""
-    saved = (fmt._native, fmt.xxh3_64, fmt.seal_frame)
-    fmt._native = module
-    if module is None:
-        fmt.xxh3_64 = xxhash.xxh3_64_intdigest
-        fmt.seal_frame = fmt._seal_frame_py
-    else:
-        fmt.xxh3_64 = module.xxh3_64
-        fmt.seal_frame = module.seal_frame
+    saved = (fmt._native, fmt.xxh3_64, frm._native, frm.xxh3_64, frm.seal_frame)
+    xxh3 = xxhash.xxh3_64_intdigest if module is None else module.xxh3_64
+    fmt._native = frm._native = module
+    fmt.xxh3_64 = frm.xxh3_64 = xxh3
+    frm.seal_frame = frm._seal_frame_py if module is None else module.seal_frame
     try:
         yield
     finally:
-        fmt._native, fmt.xxh3_64, fmt.seal_frame = saved
+        fmt._native, fmt.xxh3_64, frm._native, frm.xxh3_64, frm.seal_frame = saved
 
 
 def outcome(call: Callable[[], Any]) -> tuple[str, Any]:
@@ -98,7 +98,7 @@ def walk(
     for module in (native, None):
         mine = None if out is None else bytearray(out)
         with on_path(module):
-            result = outcome(lambda: fmt.walk_frames(buf, pos, seq, first, last, max_record, mine))  # noqa: B023
+            result = outcome(lambda: frm.walk_frames(buf, pos, seq, first, last, max_record, mine))  # noqa: B023
         results.append((result, None if mine is None else bytes(mine)))
     assert results[0] == results[1], f"native {results[0]!r} != pure {results[1]!r}"
     return results[0][0]
@@ -107,7 +107,7 @@ def walk(
 def scan(
     buf: Any, base: int, seq: int, max_record: int, interval: int, last_point: int
 ) -> tuple[str, Any]:
-    compiled, pure = both(lambda: fmt.scan_frames(buf, base, seq, max_record, interval, last_point))
+    compiled, pure = both(lambda: frm.scan_frames(buf, base, seq, max_record, interval, last_point))
     assert compiled == pure, f"native {compiled!r} != pure {pure!r}"
     return compiled
 
@@ -124,7 +124,7 @@ def seal(buf: bytearray, start: int, seq: Any, marks: Any) -> tuple[str, Any]:
     for module in (native, None):
         mine = bytearray(buf)
         with on_path(module):
-            result = outcome(lambda: fmt.seal_frame(mine, start, seq, marks))  # noqa: B023
+            result = outcome(lambda: frm.seal_frame(mine, start, seq, marks))  # noqa: B023
         # On an exception the pure code may leave part of a header behind (struct packs the
         # fields in order); only the class of the exception is compared then.
         results.append((result, bytes(mine) if result[0] == "ok" else None))
@@ -174,7 +174,7 @@ def build_stream(frames: list[Frame], first_seq: int) -> tuple[bytes, list[int],
                 start = len(buf)
                 buf += bytes(FRAME_HEADER_SIZE)
                 buf += _FILLER[i % 251 : i % 251 + frame.size]
-                fmt._seal_frame_py(buf, start, seq, marks)
+                frm._seal_frame_py(buf, start, seq, marks)
             else:
                 blob = Blob(seq, _FILLER[i % 251 : i % 251 + frame.size])
                 encoder.encode(buf, blob, frame.durable, frame.continued)

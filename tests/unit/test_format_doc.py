@@ -25,12 +25,14 @@ from segmentlog.format import (
     NEED_DATA,
     SEGMENT_HEADER_SIZE,
     FramedRecord,
-    FrameEncoder,
     SegmentHeader,
     decode_index,
     decode_segment_header,
     encode_index_entry,
     encode_segment_header,
+)
+from segmentlog.frames import (
+    FrameEncoder,
     read_frame,
 )
 from segmentlog.schema import EnvelopeCodec

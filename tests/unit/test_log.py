@@ -60,13 +60,15 @@ from segmentlog.format import (
     FORMAT_VERSION,
     FRAME_MAGIC,
     SEGMENT_HEADER_SIZE,
-    FrameEncoder,
     SegmentHeader,
     decode_index,
     decode_segment_header,
     encode_segment_header,
     index_name,
     segment_name,
+)
+from segmentlog.frames import (
+    FrameEncoder,
 )
 from segmentlog.index import SparseIndex
 from segmentlog.options import FsyncPolicy, RecoveryMode

@@ -32,6 +32,8 @@ from segmentlog.format import (
     FRAME_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
     FramedRecord,
+)
+from segmentlog.frames import (
     read_frame,
 )
 from segmentlog.maintenance import recover, verify

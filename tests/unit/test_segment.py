@@ -16,10 +16,12 @@ from segmentlog.durability import FsyncTimer
 from segmentlog.events import Envelope, TextDelta
 from segmentlog.format import (
     SEGMENT_HEADER_SIZE,
-    FrameEncoder,
     SegmentHeader,
     decode_segment_header,
     segment_name,
+)
+from segmentlog.frames import (
+    FrameEncoder,
 )
 from segmentlog.index import SparseIndex
 from segmentlog.scan import scan
