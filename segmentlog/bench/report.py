@@ -24,6 +24,7 @@ import sqlite3
 import sys
 from typing import Any
 
+from .._table import columns
 from .timing import cpu_count
 
 __all__ = [
@@ -167,15 +168,6 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:g} {unit}"
 
 
-def _table(rows: list[list[str]], header: list[str]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    return lines
-
-
 def format_table(doc: dict[str, Any]) -> str:
     """The human-readable summary of a results document."""
     m = doc["machine"]
@@ -207,7 +199,9 @@ def format_table(doc: dict[str, Any]) -> str:
                 ]
             )
             first = False
-    lines += _table(rows, ["workload", "segmentlog", "baseline", "value", "ratio", "target"])
+    lines += columns(
+        rows, ["workload", "segmentlog", "baseline", "value", "ratio", "target"], rule=True
+    )
     if doc.get("memory"):
         lines.append("")
         mem_rows = [
@@ -219,7 +213,9 @@ def format_table(doc: dict[str, Any]) -> str:
             ]
             for p in doc["memory"]
         ]
-        lines += _table(mem_rows, ["peak RSS (own process)", "peak", "before work", "store"])
+        lines += columns(
+        mem_rows, ["peak RSS (own process)", "peak", "before work", "store"], rule=True
+    )
     missed = [
         f"{w['id']} vs {b['id']}"
         for w in doc["workloads"]
