@@ -6,12 +6,15 @@ Strategy and invariants
   beside the code that runs them.
 - ``bench`` is dispatched before argparse sees it: every argument after it belongs to
   ``segmentlog.bench.main``, which has its own parser (and is imported only then).
-- Errors become one line and an exit code here, and only here (``_exit_code``).
+- Errors become one line and an exit code here, and only here (``_exit_code``). The
+  engine's log records are dropped (the commands print what they did), unless
+  ``SEGMENTLOG_DEBUG`` is set.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -78,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list and args_list[0] == "bench":
         return _run_bench(args_list[1:])
+    if not os.environ.get("SEGMENTLOG_DEBUG"):
+        # The commands print every repair themselves (on stdout); the engine's log records of
+        # the same acts would reach stderr through Python's last-resort handler, line by line.
+        logging.getLogger("segmentlog").addHandler(logging.NullHandler())
     parser = build_parser()
     command = "segmentlog"
     args = argparse.Namespace(dir="DIR")

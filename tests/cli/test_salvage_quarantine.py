@@ -246,3 +246,13 @@ def test_salvage_export_of_a_clean_log_equals_export(cli: Cli, tmp_path: Path) -
     missing = cli("salvage-export", sample.path, "--run", str(uuid.uuid4()))
     assert missing.code == 2
     assert_one_line_error(missing)
+
+
+def test_recover_prints_its_repairs_once_on_stdout_and_nothing_on_stderr(
+    cli: Cli, tmp_path: Path
+) -> None:
+    path, _, _, _ = _damaged_log(tmp_path, events=200)
+    for args in (("recover", path, "--dry-run"), ("recover", path)):
+        result = cli(*args)
+        assert result.err == "", args
+        assert "quarantine" in result.out
