@@ -301,5 +301,5 @@ def plot(doc: dict[str, Any], path: str) -> None:
         f"segmentlog bench, {doc['suite']} suite, {build['path']} path, {doc['date'][:10]}"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
