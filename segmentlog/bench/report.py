@@ -254,7 +254,11 @@ def format_table(doc: dict[str, Any]) -> str:
     ]
     skipped = [w["id"] for w in doc["workloads"] if not w.get("available", True)]
     lines.append("")
-    lines.append("targets missed: " + ", ".join(missed) if missed else "all targets met")
+    judged = [b for w in doc["workloads"] for b in w["baselines"] if b["met"] is not None]
+    if missed:
+        lines.append("targets missed: " + ", ".join(missed))
+    else:
+        lines.append("all targets met" if judged else "no target was measured")
     if skipped:
         lines.append(f"{UNAVAILABLE}: " + ", ".join(skipped))
     return "\n".join(lines)

@@ -297,3 +297,36 @@ def test_writer_processes_report_their_total_throughput(tmp_path: Path) -> None:
     assert _positive(one.value) and one.extra["appends_per_fsync"] >= 1
     with segmentlog.open(tmp_path / "b" / "log", read_only=True) as log:
         assert log.last_seq(per_process[0][0].run_id) == 5
+
+
+def test_keyed_rows_run_once_append_takes_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the rows will do when the engine lands keys, with a stand-in that ignores them."""
+    plain = segmentlog.SegmentLog.append
+    seen: list[str] = []
+
+    def append(
+        self: segmentlog.SegmentLog[object], event: object, key: str | None = None
+    ) -> object:
+        if key is not None:
+            seen.append(key)
+        return plain(self, event)
+
+    monkeypatch.setattr(segmentlog.SegmentLog, "append", append)
+    assert features.missing("key") is None
+    (tmp_path / "fixtures").mkdir()
+    groups = suite.selected(
+        suite.build_suite(data.SIZES["tiny"], str(tmp_path / "fixtures")), ["keyed"]
+    )
+    results = suite.run_suite(groups, 1, str(tmp_path), str(tmp_path / "fixtures"), lambda s: None)
+    rows = {w["id"]: w for w in results["workloads"]}
+    assert rows["append_keyed"]["available"] and _positive(
+        rows["append_keyed"]["baselines"][0]["ratio"]
+    )
+    after = rows["keyed_first_after_reopen"]
+    assert after["available"] and after["unit"] == "s"
+    assert after["segmentlog"]["extra"]["seq"] == data.SIZES["tiny"].keyed_run_events + 1
+    tiny = data.SIZES["tiny"]
+    flat = tiny.append_runs * tiny.append_per_run
+    assert len(seen) == tiny.keyed_run_events + flat + 1  # fixture, keyed row, after reopen
