@@ -1,9 +1,9 @@
 """The ``segmentlog`` command line (also ``python -m segmentlog``).
 
 Strategy and invariants
-- One subcommand per job, one module per group of them: ``_read`` (``runs``, ``tail``,
-  ``serve``), ``_copy`` (``export``, ``import``, ``salvage-export``), ``_repair``
-  (``verify``, ``recover``, ``quarantine list|purge``); ``_main`` holds the parser and
+- One subcommand per job, one module per group of them: ``_read`` (``runs``, ``tail``),
+  ``_repair`` (``verify``, ``recover``, ``quarantine list|purge``), ``_copy`` (``export``,
+  ``import``, ``salvage-export``), ``_serve`` (``serve``); ``_main`` holds the parser and
   ``main``; ``_common`` the exit codes, argument types and output; ``bench`` hands every
   remaining argument to ``segmentlog.bench.main``. Tables go through ``segmentlog._table``,
   the one column formatter (shared with the bench report).

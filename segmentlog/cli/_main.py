@@ -2,8 +2,8 @@
 
 Strategy and invariants
 - The top-level parser knows only the commands' names; each command group module
-  (``_read``, ``_copy``, ``_repair``) registers its own subcommands, options and help text
-  beside the code that runs them.
+  (``_read``, ``_repair``, ``_copy``, ``_serve``) registers its own subcommands, options
+  and help text beside the code that runs them.
 - ``bench`` is dispatched before argparse sees it: every argument after it belongs to
   ``segmentlog.bench.main``, which has its own parser (and is imported only then).
 - Errors become one line and an exit code here, and only here (``_exit_code``). The
@@ -27,7 +27,7 @@ from ..errors import (
     NotFoundError,
     SegmentLogError,
 )
-from . import _copy, _read, _repair
+from . import _copy, _read, _repair, _serve
 from ._common import (
     EXIT_DAMAGE,
     EXIT_FAILURE,
@@ -67,6 +67,7 @@ def build_parser() -> Parser:
     _read.register(command)
     _repair.register(command)
     _copy.register(command)
+    _serve.register(command)
     p = command(
         "bench",
         "measure segmentlog against SQLite and the raw floor (see 'segmentlog bench --help')",

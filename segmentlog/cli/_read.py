@@ -1,4 +1,4 @@
-"""``segmentlog runs``, ``tail`` and ``serve``: looking at a log, read-only.
+"""``segmentlog runs`` and ``tail``: looking at a log, read-only.
 
 Strategy and invariants
 - Each opens the log ``read_only``: no lock, nothing written, no directory created, safe
@@ -12,7 +12,6 @@ Strategy and invariants
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -24,17 +23,14 @@ from .._table import columns
 from ..errors import CorruptionError, NotFoundError
 from ._common import (
     EXIT_DAMAGE,
-    EXIT_FAILURE,
     EXIT_OK,
     Output,
     Parser,
     fail,
     open_read,
     pages,
-    port,
     positive,
     run_id,
-    seconds,
     seq,
 )
 
@@ -44,7 +40,7 @@ RUNS_HEADER = ["RUN_ID", "EVENTS", "FIRST", "LAST", "BYTES", "SEGS", "SESSION", 
 
 
 def register(command: Callable[[str, str, str], Parser]) -> None:
-    """Add ``runs``, ``tail`` and ``serve`` to the command line."""
+    """Add ``runs`` and ``tail`` to the command line."""
     p = command(
         "runs",
         "list the runs of a log, one row per run",
@@ -94,47 +90,6 @@ def register(command: Callable[[str, str, str], Parser]) -> None:
         "RunCancelled). Waits for the run if it has no events yet",
     )
     p.set_defaults(handler=_cmd_tail)
-
-    p = command(
-        "serve",
-        "watch runs live over HTTP: JSON API, server-sent events and a browser viewer",
-        "Serve the log at DIR over HTTP (read-only, safe beside a live writer): GET /runs, "
-        "/runs/RUN_ID, /runs/RUN_ID/events, /runs/RUN_ID/stream (server-sent events that "
-        "resume from Last-Event-ID) and a live viewer at /. Needs the http extra: "
-        "pip install 'segmentlog[http]'. Stops on Ctrl+C or SIGTERM.",
-    )
-    p.add_argument("dir", metavar="DIR", help="the log directory")
-    p.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1: this machine only)",
-    )
-    p.add_argument(
-        "--port", type=port, default=8000, help="TCP port (default 8000; 0 picks a free one)"
-    )
-    p.add_argument(
-        "--token",
-        default=os.environ.get("SEGMENTLOG_TOKEN") or None,
-        help="require this token on every request, as 'Authorization: Bearer TOKEN' or "
-        "?token=TOKEN (open the viewer as /?token=TOKEN); default: $SEGMENTLOG_TOKEN, "
-        "else no token",
-    )
-    p.add_argument(
-        "--heartbeat",
-        metavar="SECONDS",
-        type=seconds,
-        default=15.0,
-        help="seconds between keep-alive comments on idle streams (default 15)",
-    )
-    p.add_argument(
-        "--allow-host",
-        metavar="NAME",
-        action="append",
-        default=[],
-        help="on a loopback address, also answer requests for Host NAME (repeatable; "
-        "e.g. the name a reverse proxy forwards); others get 400",
-    )
-    p.set_defaults(handler=_cmd_serve)
 
 
 # --- runs --------------------------------------------------------------------------------
@@ -239,23 +194,4 @@ def _cmd_tail(args: argparse.Namespace) -> int:
                     out.line(encode(env))
     finally:
         out.close()
-    return EXIT_OK
-
-
-# --- serve -------------------------------------------------------------------------------
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        from ..http.serve import serve
-    except ImportError as exc:
-        return fail("segmentlog serve", str(exc), EXIT_FAILURE)
-    serve(
-        args.dir,
-        host=args.host,
-        port=args.port,
-        token=args.token,
-        heartbeat=args.heartbeat,
-        allow_hosts=args.allow_host,
-    )
     return EXIT_OK
