@@ -4,9 +4,12 @@ Strategy and invariants
 - The harness lives in the package so ``segmentlog bench`` works from any install; the
   ``benchmarks/`` folder of the repository holds only the methodology, a thin runner and kept
   results.
-- ``data`` makes the inputs, ``workloads`` measures segmentlog through its public API,
-  ``baselines`` measures SQLite and the raw floor on the same envelopes, ``suite`` defines
-  the comparisons and runs them interleaved, ``report`` prints and saves the results.
+- ``data`` makes the inputs; ``workloads`` (and ``keyed``, ``multiproc``) measure segmentlog
+  through its public API; ``baselines``, ``floors`` and ``multiproc`` measure SQLite and the
+  floors on the same envelopes; ``model`` holds the shapes of a comparison, the
+  ``groups_*`` modules define them, ``suite`` lists them, ``runner`` runs them interleaved;
+  ``report`` prints and saves the results. ``features`` says which rows this build can run
+  (the others are reported as "not available in this build").
 - Everything runs in a temporary directory (or under ``--dir``) that is removed afterwards.
 """
 
@@ -46,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Measure segmentlog against SQLite (WAL, same envelopes) and the raw floor of pure "
             "Python on this disk, interleaved in the same run, and print medians and ratios "
-            "(higher is better). The default quick suite takes about a minute."
+            "(higher is better). The default quick suite takes a minute or two."
         ),
     )
     size = parser.add_mutually_exclusive_group()
@@ -89,8 +92,9 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         nargs="+",
         metavar="WORKLOAD",
-        help="run only these groups or workloads (by id or id prefix): append, durable, "
-        "replay, seek, recovery, or e.g. append_never, seek_1000, open_runs",
+        help="run only these groups or workloads (by id or id prefix): append, new_runs, "
+        "durable, multiprocess, keyed, replay, seek, recovery, aio, or e.g. append_never, "
+        "seek_1000, open_runs",
     )
     parser.add_argument(
         "--postgres",

@@ -81,9 +81,17 @@ class Sizes:
     kill_runs: int  # runs written before the simulated kill
     kill_events_per_run: int
     open_runs: int  # runs in the directory reopened by the open workload
+    new_runs: int  # fresh runs given their first event, fsync="never"
+    new_runs_durable: int  # the same under fsync="batch"
+    existing_runs: int  # runs that already have events, in the existing-run batch workload
+    existing_batches: int  # batches appended to each of them
+    scan_segment_bytes: int  # the segment scanned by the recovery-scan workload
+    processes: int  # writer processes in the multiprocess workloads
+    per_process: int  # events each of them appends (fsync="batch")
+    keyed_run_events: int  # events in the run that gets a keyed append after a reopen
 
 
-#: The suites. ``quick`` is the default of ``segmentlog bench`` (about a minute on 2 cores).
+#: The suites. ``quick`` is the default of ``segmentlog bench`` (a minute or two on 2 cores).
 SIZES: Final = {
     "quick": Sizes(
         name="quick",
@@ -96,11 +104,19 @@ SIZES: Final = {
         per_thread=30,
         replay_events=100_000,
         replay_run_events=10_000,
-        seek_sizes=(1_000, 10_000, 100_000),
+        seek_sizes=(1_000, 100_000),
         seek_probes=200,
         kill_runs=1_000,
         kill_events_per_run=3,
         open_runs=10_000,
+        new_runs=300,
+        new_runs_durable=100,
+        existing_runs=10,
+        existing_batches=10,
+        scan_segment_bytes=64 * 2**20,
+        processes=4,
+        per_process=300,
+        keyed_run_events=100_000,
     ),
     "full": Sizes(
         name="full",
@@ -118,6 +134,14 @@ SIZES: Final = {
         kill_runs=1_000,
         kill_events_per_run=10,
         open_runs=100_000,
+        new_runs=2_000,
+        new_runs_durable=500,
+        existing_runs=100,
+        existing_batches=10,
+        scan_segment_bytes=64 * 2**20,
+        processes=4,
+        per_process=2_000,
+        keyed_run_events=1_000_000,
     ),
     "tiny": Sizes(
         name="tiny",
@@ -135,6 +159,14 @@ SIZES: Final = {
         kill_runs=10,
         kill_events_per_run=3,
         open_runs=50,
+        new_runs=10,
+        new_runs_durable=4,
+        existing_runs=2,
+        existing_batches=2,
+        scan_segment_bytes=2**20,
+        processes=2,
+        per_process=10,
+        keyed_run_events=500,
     ),
 }
 

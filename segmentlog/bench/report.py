@@ -24,12 +24,15 @@ import sqlite3
 import sys
 from typing import Any
 
+from .._table import columns
+from ..cli._version import runtime_facts
 from .timing import cpu_count
 
 __all__ = [
     "SCHEMA_VERSION",
     "document",
     "format_table",
+    "header_lines",
     "machine_info",
     "plot",
     "plot_available",
@@ -136,6 +139,7 @@ def document(
         "ratio_convention": RATIO_NOTE,
         "elapsed_seconds": elapsed,
     }
+    doc["build"] = runtime_facts()
     doc.update(machine_info(workdir))
     doc.update(results)
     return doc
@@ -160,6 +164,10 @@ def format_value(value: float | None, unit: str) -> str:
         if value >= 1e3:
             return f"{value / 1e3:.1f}k ev/s"
         return f"{value:.0f} ev/s"
+    if unit == "runs/s":
+        return f"{value / 1e3:.1f}k runs/s" if value >= 1e3 else f"{value:.0f} runs/s"
+    if unit == "GB/s":
+        return f"{value:.2f} GB/s"
     if unit == "us":
         return f"{value:.1f} us" if value < 1000 else f"{value / 1000:.2f} ms"
     if unit == "s":
@@ -167,47 +175,63 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:g} {unit}"
 
 
-def _table(rows: list[list[str]], header: list[str]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
-    lines.append("  ".join("-" * w for w in widths))
-    for r in rows:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
-    return lines
+UNAVAILABLE = "not available in this build"
+_DETAILS = {"appends_per_fsync": "{:.1f} appends/fsync"}
 
 
-def format_table(doc: dict[str, Any]) -> str:
-    """The human-readable summary of a results document."""
+def _details(w: dict[str, Any]) -> str:
+    extra = w["segmentlog"]["extra"]
+    return ", ".join(
+        _DETAILS.get(k, k + " {:g}").format(extra[k]) for k in w.get("details", ()) if k in extra
+    )
+
+
+def _rows(w: dict[str, Any]) -> list[list[str]]:
+    if not w.get("available", True):
+        why = f"({w.get('unavailable') or 'a feature is missing'})"
+        return [[w["title"], UNAVAILABLE, why, "", "", "", ""]]
+    rows = []
+    for n, b in enumerate(w["baselines"]):
+        ratio, target, met = b["ratio"], b["target"], b["met"]
+        rows.append(
+            [
+                "" if n else w["title"],
+                "" if n else format_value(w["segmentlog"]["median"], w["unit"]),
+                b["title"],
+                format_value(b["median"], w["unit"]),
+                f"{ratio:.2f}x" if ratio is not None else "n/a",
+                (f">= {target:.2f}x " + ("ok" if met else "MISSED")) if target else "",
+                "" if n else _details(w),
+            ]
+        )
+    return rows
+
+
+def header_lines(doc: dict[str, Any]) -> list[str]:
+    """The table's first lines: suite, machine, versions, and this build's code path."""
     m = doc["machine"]
     mem = m.get("memory_bytes")
-    lines = [
+    build = doc.get("build") or runtime_facts()
+    return [
         f"segmentlog bench ({doc['suite']} suite, {doc['repeat']} repetitions, "
         f"{doc['elapsed_seconds']:.0f} s) on {m['nproc']} CPUs"
         + (f", {mem / 2**30:.0f} GiB" if mem else "")
         + f", {m.get('filesystem') or '?'}; Python {doc['python']['version']}, "
         f"msgspec {doc['packages']['msgspec']}, SQLite {doc['packages']['sqlite']}",
+        f"segmentlog {build['version']}: {build['path']} path, fsync by {build['sync']}",
         RATIO_NOTE,
-        "",
     ]
-    rows: list[list[str]] = []
-    for w in doc["workloads"]:
-        first = True
-        for b in w["baselines"]:
-            ratio = b["ratio"]
-            target = b["target"]
-            met = b["met"]
-            rows.append(
-                [
-                    w["title"] if first else "",
-                    format_value(w["segmentlog"]["median"], w["unit"]) if first else "",
-                    b["title"],
-                    format_value(b["median"], w["unit"]),
-                    f"{ratio:.2f}x" if ratio is not None else "n/a",
-                    (f">= {target:.2f}x " + ("ok" if met else "MISSED")) if target else "",
-                ]
-            )
-            first = False
-    lines += _table(rows, ["workload", "segmentlog", "baseline", "value", "ratio", "target"])
+
+
+def format_table(doc: dict[str, Any]) -> str:
+    """The human-readable summary of a results document."""
+    lines = [*header_lines(doc), ""]
+    rows = [row for w in doc["workloads"] for row in _rows(w)]
+    lines += columns(
+        rows,
+        ["workload", "segmentlog", "baseline", "value", "ratio", "target", "details"],
+        rule=True,
+    )
     if doc.get("memory"):
         lines.append("")
         mem_rows = [
@@ -219,15 +243,24 @@ def format_table(doc: dict[str, Any]) -> str:
             ]
             for p in doc["memory"]
         ]
-        lines += _table(mem_rows, ["peak RSS (own process)", "peak", "before work", "store"])
+        lines += columns(
+            mem_rows, ["peak RSS (own process)", "peak", "before work", "store"], rule=True
+        )
     missed = [
         f"{w['id']} vs {b['id']}"
         for w in doc["workloads"]
         for b in w["baselines"]
         if b["met"] is False
     ]
+    skipped = [w["id"] for w in doc["workloads"] if not w.get("available", True)]
     lines.append("")
-    lines.append("targets missed: " + ", ".join(missed) if missed else "all targets met")
+    judged = [b for w in doc["workloads"] for b in w["baselines"] if b["met"] is not None]
+    if missed:
+        lines.append("targets missed: " + ", ".join(missed))
+    else:
+        lines.append("all targets met" if judged else "no target was measured")
+    if skipped:
+        lines.append(f"{UNAVAILABLE}: " + ", ".join(skipped))
     return "\n".join(lines)
 
 
@@ -247,7 +280,7 @@ def plot(doc: dict[str, Any], path: str) -> None:
     targets: list[float | None] = []
     for w in doc["workloads"]:
         for b in w["baselines"]:
-            if b["ratio"] is None:
+            if not w.get("available", True) or b["ratio"] is None:
                 continue
             labels.append(f"{w['id']} vs {b['id']}")
             ratios.append(b["ratio"])
@@ -267,7 +300,10 @@ def plot(doc: dict[str, Any], path: str) -> None:
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("ratio (higher is better; black tick = target)")
-    ax.set_title(f"segmentlog bench, {doc['suite']} suite, {doc['date']}")
+    build = doc.get("build") or runtime_facts()
+    ax.set_title(
+        f"segmentlog bench, {doc['suite']} suite, {build['path']} path, {doc['date'][:10]}"
+    )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=80)
     plt.close(fig)

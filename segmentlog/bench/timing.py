@@ -13,6 +13,7 @@ Strategy and invariants
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import resource
@@ -30,6 +31,7 @@ __all__ = [
     "latency_sample",
     "peak_rss_kib",
     "percentile",
+    "quietly",
     "rss_kib",
 ]
 
@@ -120,7 +122,15 @@ def in_child(fn: Callable[..., dict[str, float]], *args: Any) -> dict[str, float
     """
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        return pool.submit(fn, *args).result()
+        result: dict[str, float] = pool.submit(quietly, fn, *args).result()
+        return result
+
+
+def quietly(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn(*args)`` with the engine's log records dropped (in a child process, where
+    Python's last-resort handler would print them through the parent's progress bar)."""
+    logging.getLogger("segmentlog").addHandler(logging.NullHandler())
+    return fn(*args)
 
 
 def cpu_count() -> int:

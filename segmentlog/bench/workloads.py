@@ -56,22 +56,36 @@ def _log_path(directory: str) -> str:
     return os.path.join(directory, LOG_NAME)
 
 
-def seg_append(directory: str, events: list[Any], fsync: str) -> Sample:
-    """``append`` one event per call, then ``close``. Value: events per second."""
-    log = segmentlog.open(_log_path(directory), fsync=fsync)
+def seg_append(directory: str, events: list[Any], fsync: str, **options: Any) -> Sample:
+    """``append`` one event per call, then ``close``. Value: events (or new runs) per second.
+
+    ``options`` go to ``segmentlog.open`` (e.g. ``multiprocess=True``).
+    """
+    log = segmentlog.open(_log_path(directory), fsync=fsync, **options)
     append = log.append
     start = time.perf_counter()
     for event in events:
         append(event)
+    stats = log.stats()
     log.close()
     elapsed = time.perf_counter() - start
-    return Sample(len(events) / elapsed, {"seconds": elapsed})
+    return Sample(
+        len(events) / elapsed, {"seconds": elapsed, "appends_per_fsync": stats.appends_per_fsync}
+    )
 
 
-def seg_append_batches(directory: str, batches: list[list[Any]], fsync: str) -> Sample:
-    """``append_batch`` per batch, then ``close``. Value: events per second."""
+def seg_append_batches(
+    directory: str, batches: list[list[Any]], fsync: str, warm: list[list[Any]] | None = None
+) -> Sample:
+    """``append_batch`` per batch, then ``close``. Value: events per second.
+
+    ``warm`` batches are appended first, untimed: with them the timed batches go to runs
+    that already exist.
+    """
     log = segmentlog.open(_log_path(directory), fsync=fsync)
     append_batch = log.append_batch
+    for batch in warm or ():
+        append_batch(batch)
     count = sum(len(b) for b in batches)
     start = time.perf_counter()
     for batch in batches:
@@ -95,7 +109,12 @@ def seg_append_threads(directory: str, per_thread: list[list[Any]], fsync: str) 
     count = sum(len(x) for x in per_thread)
     return Sample(
         count / elapsed,
-        {"seconds": elapsed, "fsyncs": float(stats.fsyncs), "appends": float(stats.appends)},
+        {
+            "seconds": elapsed,
+            "fsyncs": float(stats.fsyncs),
+            "appends": float(stats.appends),
+            "appends_per_fsync": stats.appends_per_fsync,
+        },
     )
 
 

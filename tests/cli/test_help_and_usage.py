@@ -13,15 +13,19 @@ COMMAND_OPTIONS = {
     "runs": ["DIR", "--json"],
     "tail": ["DIR", "RUN_ID", "--after", "--limit", "--follow"],
     "verify": ["DIR", "--run", "--progress"],
-    "recover": ["DIR"],
+    "recover": ["DIR", "--dry-run"],
     "export": ["DIR", "--run"],
-    "import": ["DIR", "FILE"],
+    "import": ["DIR", "FILE", "--renumber"],
+    "salvage-export": ["DIR", "--run"],
+    "quarantine": ["list", "purge"],
+    "quarantine list": ["DIR", "--run"],
+    "quarantine purge": ["DIR", "--older-than", "DURATION", "90m", "7d"],
 }
 
 
 @pytest.mark.parametrize("command", sorted(COMMAND_OPTIONS))
 def test_every_command_has_help_explaining_each_option(cli: Cli, command: str) -> None:
-    result = cli(command, "--help")
+    result = cli(*command.split(), "--help")
     assert result.code == 0, result.err
     for option in COMMAND_OPTIONS[command]:
         assert option in result.out, option
@@ -30,7 +34,7 @@ def test_every_command_has_help_explaining_each_option(cli: Cli, command: str) -
 def test_top_level_help_lists_every_command_and_the_exit_codes(cli: Cli) -> None:
     result = cli("--help")
     assert result.code == 0
-    for command in [*COMMAND_OPTIONS, "bench"]:
+    for command in [*(c for c in COMMAND_OPTIONS if " " not in c), "bench", "--version"]:
         assert command in result.out
     assert "2 usage error" in " ".join(result.out.split())
 
@@ -58,3 +62,20 @@ def test_python_dash_m_runs_the_same_cli() -> None:
     )
     assert proc.returncode == 0
     assert proc.stdout.startswith("segmentlog ")
+
+
+def test_version_names_the_code_path_and_the_sync_method(cli: Cli) -> None:
+    import segmentlog
+
+    result = cli("--version")
+    assert result.code == 0
+    line = result.out.strip()
+    assert line.startswith(f"segmentlog {segmentlog.__version__} ")
+    assert ("native" if segmentlog.NATIVE else "pure-Python") in line
+    assert segmentlog.PLATFORM_SYNC in line
+
+
+def test_the_console_entry_point_is_importable_from_the_package() -> None:
+    from segmentlog.cli import EXIT_USAGE, main
+
+    assert main(["--no-such-option"]) == EXIT_USAGE

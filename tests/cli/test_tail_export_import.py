@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import segmentlog
@@ -100,15 +101,66 @@ def test_export_of_one_run(cli: Cli, sample: SampleLog) -> None:
     assert len(result.out.splitlines()) == 3
 
 
-def test_import_refuses_to_overwrite_existing_seqs(cli: Cli, sample: SampleLog) -> None:
+def test_import_twice_adds_nothing_the_second_time(cli: Cli, sample: SampleLog) -> None:
     exported = cli("export", sample.path).out
     result = cli("import", sample.path, stdin=exported)
+    assert result.code == 0, result.err
+    assert "imported 0 envelope(s)" in result.err and "skipped 8 already imported" in result.err
+    assert cli("export", sample.path).out == exported
+
+
+def test_import_of_a_partly_imported_file_adds_only_the_rest(
+    cli: Cli, sample: SampleLog, tmp_path: Path
+) -> None:
+    lines = cli("export", sample.path, "--run", str(sample.finished)).out.splitlines(True)
+    first = cli("import", tmp_path / "copy", stdin="".join(lines[:2]))
+    assert first.code == 0 and "imported 2 envelope(s)" in first.err
+    rest = cli("import", tmp_path / "copy", stdin="".join(lines))
+    assert rest.code == 0, rest.err
+    assert "imported 3 envelope(s)" in rest.err and "skipped 2 already imported" in rest.err
+    assert cli("export", tmp_path / "copy").out == "".join(lines)
+
+
+def test_import_refuses_a_seq_taken_by_another_event_and_writes_nothing_of_the_group(
+    cli: Cli, sample: SampleLog, tmp_path: Path
+) -> None:
+    lines = cli("export", sample.path, "--run", str(sample.finished)).out.splitlines(True)
+    assert cli("import", tmp_path / "copy", stdin="".join(lines[:3])).code == 0
+    other = json.loads(lines[1])
+    other["event_id"] = str(uuid.uuid4())  # seq 2, a different event
+    mixed = [*lines[:1], json.dumps(other) + "\n", *lines[2:]]
+    result = cli("import", tmp_path / "copy", stdin="".join(mixed))
     assert result.code == 2
     assert_one_line_error(result)
-    assert "refused" in result.err
-    with segmentlog.open(sample.path, read_only=True) as log:
-        assert log.last_seq(sample.finished) == 5
-        assert log.last_seq(sample.open_run) == 3
+    assert "line 2: seq 2" in result.err and "already taken" in result.err
+    with segmentlog.open(tmp_path / "copy", read_only=True) as log:
+        assert log.last_seq(sample.finished) == 3  # seqs 4 and 5 were not written
+
+
+def test_export_carries_the_key_and_import_reads_it_back(cli: Cli, tmp_path: Path) -> None:
+    run = uuid.uuid4()
+    envs = [
+        segmentlog.Envelope(
+            segmentlog.new_event_id(),
+            n,
+            run,
+            None,
+            segmentlog.TextDelta(run_id=run, delta=str(n)),
+            datetime.now(UTC),
+            key=None if n == 2 else f"k{n}",
+        )
+        for n in (1, 2, 3)
+    ]
+    with segmentlog.open(tmp_path / "log") as log:
+        log.import_envelopes(envs)
+    exported = cli("export", tmp_path / "log")
+    rows = _lines(exported.out)
+    assert [r.get("key") for r in rows] == ["k1", None, "k3"]
+    assert "key" not in rows[1]  # omitted, not null, when the event had none
+    assert cli("import", tmp_path / "copy", stdin=exported.out).code == 0
+    with segmentlog.open(tmp_path / "copy", read_only=True) as log:
+        assert [e.key for e in log.list_after(run)] == ["k1", None, "k3"]
+    assert cli("export", tmp_path / "copy").out == exported.out
 
 
 def test_import_refuses_a_gap(cli: Cli, sample: SampleLog, tmp_path: Path) -> None:

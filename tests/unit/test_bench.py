@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+import segmentlog
 import segmentlog.bench as bench
-from segmentlog.bench import baselines, data, report, suite
+from segmentlog.bench import baselines, data, features, floors, multiproc, report, suite
 from segmentlog.bench.timing import latency_sample, percentile
 from segmentlog.events import RunStarted
 
@@ -40,20 +41,32 @@ def test_tiny_suite_writes_json_with_every_workload_and_positive_numbers(
     for package in ("msgspec", "xxhash", "segmentlog", "sqlite"):
         assert doc["packages"][package]
 
+    assert doc["build"]["path"] == ("native" if segmentlog.NATIVE else "pure-Python")
+    assert doc["build"]["sync"] == segmentlog.PLATFORM_SYNC
     ids = {w["id"] for w in doc["workloads"]}
     assert {
         "append_never",
         "append_batch",
+        "append_batch_existing",
         "append_interval",
+        "new_runs_never",
+        "new_runs_batch",
         "append_always",
         "replay",
         "recover_kill",
         "open_runs",
+        "recovery_scan",
+        "mp_single",
+        "append_keyed",
+        "keyed_first_after_reopen",
     } <= ids
     assert {f"append_group_t{t}" for t in data.SIZES["tiny"].thread_counts} <= ids
     assert {f"seek_{n}" for n in data.SIZES["tiny"].seek_sizes} <= ids
     for w in doc["workloads"]:
-        assert w["unit"] in {"events/s", "us", "s"}
+        assert w["unit"] in {"events/s", "runs/s", "GB/s", "us", "s"}
+        if not w["available"]:
+            assert w["unavailable"] and w["segmentlog"] is None
+            continue
         assert len(w["segmentlog"]["samples"]) == 1
         assert all(_positive(v) for v in w["segmentlog"]["samples"])
         assert _positive(w["segmentlog"]["median"])
@@ -80,8 +93,16 @@ def test_tiny_suite_writes_json_with_every_workload_and_positive_numbers(
         assert p["peak_rss_mib"] >= p["rss_before_mib"] > 0
     assert probes["open_runs_segmentlog"]["runs"] == tiny.open_runs
 
+    for t in (1, 4):
+        group = next(w for w in doc["workloads"] if w["id"] == f"append_group_t{t}")
+        assert group["segmentlog"]["extra"]["appends_per_fsync"] >= 1
+    assert "decode_floor" in {b["id"] for b in replay["baselines"]}
+
     table = capsys.readouterr().out
     assert "higher is better" in table
+    assert ("native" if segmentlog.NATIVE else "pure-Python") + " path" in table
+    assert f"fsync by {segmentlog.PLATFORM_SYNC}" in table
+    assert "appends/fsync" in table
     assert "replay" in table and "sqlite3" in table and "raw floor" in table
     assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
 
@@ -149,7 +170,7 @@ def test_sqlite_and_raw_fixtures_read_back_every_envelope(tmp_path: Path) -> Non
     raw_dir.mkdir()
     sql = baselines.SqliteBuilder(str(sql_dir))
     raw = baselines.RawFileBuilder(str(raw_dir))
-    for envelopes in suite._store_envelopes(runs, 120, seed=1, chunk=50):
+    for envelopes in suite.store_envelopes(runs, 120, seed=1, chunk=50):
         sql.add(envelopes)
         raw.add(envelopes)
     sql.close()
@@ -195,3 +216,117 @@ def test_format_value_picks_a_readable_unit() -> None:
     assert report.format_value(45.25, "us") == "45.2 us"
     assert report.format_value(0.25, "s") == "250 ms"
     assert report.format_value(None, "s") == "n/a"
+
+
+def test_rows_needing_a_missing_engine_feature_say_so_instead_of_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(features, "has_multiprocess", lambda: False)
+    monkeypatch.setattr(features, "has_keyed_append", lambda: False)
+    groups = suite.selected(
+        suite.build_suite(data.SIZES["tiny"], str(tmp_path / "fixtures")), ["multiprocess", "keyed"]
+    )
+    assert groups and all(w.unavailable for g in groups for w in g.workloads)
+    assert suite.steps(groups, 3) == 0  # nothing is prepared or run
+    (tmp_path / "fixtures").mkdir()
+    results = suite.run_suite(groups, 1, str(tmp_path), str(tmp_path / "fixtures"), lambda s: None)
+    rows = results["workloads"]
+    assert {w["id"] for w in rows} >= {"mp_single", "mp_distinct_p2", "mp_shared_p2"}
+    assert {w["id"] for w in rows} >= {"append_keyed", "keyed_first_after_reopen"}
+    assert all(w["available"] is False for w in rows)
+    doc = report.document(
+        {**results, "engine_log_records": {}},
+        suite="tiny",
+        sizes={},
+        repeat=1,
+        workdir=str(tmp_path),
+        elapsed=0.0,
+    )
+    table = report.format_table(doc)
+    assert table.count("not available in this build") == len(rows) + 1
+    assert "LogOptions has no multiprocess option" in table
+    assert "SegmentLog.append takes no key" in table
+
+
+def test_feature_detection_reads_the_public_api() -> None:
+    import dataclasses
+    import inspect
+
+    fields = {f.name for f in dataclasses.fields(segmentlog.LogOptions)}
+    assert features.has_multiprocess() == ("multiprocess" in fields)
+    params = inspect.signature(segmentlog.SegmentLog.append).parameters
+    assert features.has_keyed_append() == ("key" in params)
+    assert (features.missing("multiprocess") is None) == features.has_multiprocess()
+    assert (features.missing("key") is None) == features.has_keyed_append()
+
+
+def test_plot_writes_a_png_chart(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the test extra installs matplotlib")
+    chart = tmp_path / "chart.png"
+    code = bench.main(
+        ["--tiny", "--quiet", "--dir", str(tmp_path / "w"), "--only", "append_never", "seek",
+         "--plot", str(chart)]
+    )  # fmt: skip
+    assert code == 0
+    data_ = chart.read_bytes()
+    assert data_.startswith(b"\x89PNG\r\n\x1a\n") and len(data_) > 1000
+    assert data_[12:16] == b"IHDR"
+
+
+def test_decode_floor_and_scan_count_every_record(tmp_path: Path) -> None:
+    runs = data.run_ids(2, seed=5)
+    raw = baselines.RawFileBuilder(str(tmp_path))
+    for envelopes in suite.store_envelopes(runs, 130, seed=5, chunk=40):
+        raw.add(envelopes)
+    raw.close()
+    assert floors.decode_floor(str(tmp_path), 50).extra["events"] == 260
+    assert floors.decode_floor(str(tmp_path), 7).extra["events"] == 260  # fixarray pages too
+    segment = floors.build_full_segment(str(tmp_path / "seg"), 64 * 1024)
+    got = floors.scan_segment(segment)
+    assert _positive(got.value) and got.extra["frames"] > 10
+    assert got.extra["bytes"] <= 64 * 1024
+
+
+def test_writer_processes_report_their_total_throughput(tmp_path: Path) -> None:
+    per_process = [e for e in data.make_runs(2, 5, seed=6).values()]
+    (tmp_path / "a").mkdir()
+    sql = multiproc.sqlite_processes(str(tmp_path / "a"), per_process)
+    assert _positive(sql.value) and sql.extra["processes"] == 2
+    (tmp_path / "b").mkdir()
+    one = multiproc.seg_processes(str(tmp_path / "b"), per_process[:1], "batch")
+    assert _positive(one.value) and one.extra["appends_per_fsync"] >= 1
+    with segmentlog.open(tmp_path / "b" / "log", read_only=True) as log:
+        assert log.last_seq(per_process[0][0].run_id) == 5
+
+
+def test_keyed_rows_run_once_append_takes_a_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the rows will do when the engine lands keys, with a stand-in that ignores them."""
+    plain = segmentlog.SegmentLog.append
+    seen: list[str] = []
+
+    def append(
+        self: segmentlog.SegmentLog[object], event: object, key: str | None = None
+    ) -> object:
+        if key is not None:
+            seen.append(key)
+        return plain(self, event)
+
+    monkeypatch.setattr(segmentlog.SegmentLog, "append", append)
+    assert features.missing("key") is None
+    (tmp_path / "fixtures").mkdir()
+    groups = suite.selected(
+        suite.build_suite(data.SIZES["tiny"], str(tmp_path / "fixtures")), ["keyed"]
+    )
+    results = suite.run_suite(groups, 1, str(tmp_path), str(tmp_path / "fixtures"), lambda s: None)
+    rows = {w["id"]: w for w in results["workloads"]}
+    assert rows["append_keyed"]["available"] and _positive(
+        rows["append_keyed"]["baselines"][0]["ratio"]
+    )
+    after = rows["keyed_first_after_reopen"]
+    assert after["available"] and after["unit"] == "s"
+    assert after["segmentlog"]["extra"]["seq"] == data.SIZES["tiny"].keyed_run_events + 1
+    tiny = data.SIZES["tiny"]
+    flat = tiny.append_runs * tiny.append_per_run
+    assert len(seen) == tiny.keyed_run_events + flat + 1  # fixture, keyed row, after reopen
