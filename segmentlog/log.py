@@ -17,30 +17,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-import msgspec
-
 from ._fs import OS_FS, FileSystem
-from .durability import FsyncTimer, IntervalFlusher, LogState, Request
+from .durability import FsyncTimer, IntervalFlusher, LogState
 from .errors import NotFoundError, UnsupportedPlatformError
 from .events import Envelope, new_event_id
 from .follow import AppendSignal, poll_until, subscribe
 from .handles import Handles
+from .info import LogStats, RunInfo
 from .layout import Layout, check_directory, list_run_ids, open_for_writing
 from .maintenance import QuarantineEntry, quarantined
 from .options import FsyncPolicy, LogOptions, parse_options
-from .prepare import Work
-from .reader import fingerprint, follow, read_page
-from .recovery import RecoveredRun, recover_run
+from .registry import RunTable
 from .repair import RecoveryReport
 from .retention import select_for_deletion
-from .run import Run, RunContext
+from .run import RunContext
 from .shared import RunLocks
 from .store import (
     DEFAULT_PAGE_LIMIT,
@@ -48,44 +44,11 @@ from .store import (
     check_expected_run,
     check_key,
     check_page_args,
-    held_envelopes,
 )
 
 __all__ = ["LogOptions", "LogStats", "RunInfo", "SegmentLog", "open"]
 
 E = TypeVar("E")
-
-
-class LogStats(msgspec.Struct, frozen=True, kw_only=True):
-    """Counters for operators, from ``SegmentLog.stats()``."""
-
-    appends: int
-    bytes_written: int
-    fsyncs: int
-    #: Appends acknowledged per fdatasync (group commit's reach); 0 before any fsync.
-    appends_per_fsync: float
-    fsync_p50_us: float
-    fsync_p99_us: float
-    open_files: int
-    runs_recovered: int
-    bytes_dropped: int
-    #: How fsyncs are made durable here: "fdatasync", "F_FULLFSYNC" or "fsync".
-    sync_method: str
-
-
-class RunInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """A summary of one run, from ``SegmentLog.run_info()``."""
-
-    run_id: uuid.UUID
-    events: int
-    first_seq: int | None
-    last_seq: int | None
-    bytes: int
-    segments: int
-    session_id: uuid.UUID | None
-    terminal: bool
-    #: Last modification time of the run's newest segment (seconds since the epoch).
-    mtime: float
 
 
 def open(
@@ -138,6 +101,7 @@ class SegmentLog(Generic[E]):
             self._lock_fd = open_for_writing(fs, path, shared=options.multiprocess)
             if options.multiprocess:
                 self._locks = RunLocks(fs, path)
+        self._table: RunTable[E] = RunTable(self._layout, options)
         self._ctx: RunContext[E] = RunContext(
             fs,
             self._layout,
@@ -146,14 +110,14 @@ class SegmentLog(Generic[E]):
             self._timer,
             self._handles.touch,
             self._signal.notify,
-            self._recover,
-            self._read,
+            self._table.recover,
+            self._table.read,
             self._locks,
         )
-        self._runs: dict[uuid.UUID, Run[E]] = {}
-        self._runs_lock = threading.Lock()
-        self._reports: list[RecoveryReport] = []
-        self._runs_recovered = 0
+        self._table.ctx = self._ctx
+        self._runs = self._table.runs
+        self._get_run = self._table.get
+        self._fresh = self._table.fresh
         self._flusher: IntervalFlusher | None = None
         if options.fsync is FsyncPolicy.INTERVAL and not options.read_only:
             self._flusher = IntervalFlusher(options.fsync_interval_ms / 1000, self._flush)
@@ -176,50 +140,6 @@ class SegmentLog(Generic[E]):
         return f"<SegmentLog {self.path!r} fsync={self.options.fsync.value} {state}>"
 
     # --- runs ----------------------------------------------------------------------------
-
-    def _get_run(self, run_id: uuid.UUID) -> Run[E]:
-        """The run's state object, recovered on first touch."""
-        run = self._runs.get(run_id)
-        if run is None:
-            with self._runs_lock:
-                run = self._runs.get(run_id)
-                if run is None:
-                    run = self._runs[run_id] = Run(self._ctx, run_id)
-        if not run.loaded:
-            with run.commit_lock:
-                if not run.loaded:
-                    run.load()
-                    if self.options.read_only:
-                        run.fingerprint = fingerprint(self._fs, run.dir) if run.segments else None
-        return run
-
-    def _recover(self, run: Run[E]) -> RecoveredRun | None:
-        """Recover the run's files; None when it has no directory (a new run)."""
-        fs = self._fs
-        if not fs.is_dir(run.dir):
-            return None
-        recovered = recover_run(
-            fs,
-            self._layout,
-            run.id,
-            mode=self.options.recovery,
-            max_record_bytes=self.options.max_record_bytes,
-            index_interval=self.options.index_interval_bytes,
-            writable=not self.options.read_only,
-            durable=self.options.fsync is not FsyncPolicy.NEVER,
-        )
-        self._runs_recovered += 1
-        self._reports.extend(recovered.reports)
-        return recovered
-
-    def _fresh(self, run_id: uuid.UUID) -> Run[E]:
-        """The run, following another process's appends when read-only."""
-        run = self._get_run(run_id)
-        if self.options.read_only:
-            follow(self._fs, run, self._ctx.boot, self.options.max_record_bytes)
-        elif self._locks is not None:
-            run.refresh()
-        return run
 
     def runs(self) -> list[uuid.UUID]:
         """Ids of the runs in the log (sorted). Lists directories; touches no run."""
@@ -288,7 +208,8 @@ class SegmentLog(Generic[E]):
         run = self._runs.get(run_id)
         if run is None or not run.loaded:
             run = self._get_run(run_id)
-        return run.append([event], None, keys, expected_seq)[0]
+        envelopes: list[Envelope[E]] = run.append([event], None, keys, expected_seq)
+        return envelopes[0]
 
     def append_batch(
         self,
@@ -318,43 +239,7 @@ class SegmentLog(Generic[E]):
                 return []
             (run_id,) = groups
             return self._get_run(run_id).append(events, None, checked, expected_seq)
-        return self._append_runs(events, groups, checked)
-
-    def _append_runs(
-        self,
-        events: list[E],
-        groups: dict[uuid.UUID, list[int]],
-        keys: list[str | None] | None,
-    ) -> list[Envelope[E]]:
-        """A batch over several runs: their commit locks in run-id order, every event
-        validated (and every key decided) before any run is written."""
-        runs = {rid: self._get_run(rid) for rid in groups}
-        with contextlib.ExitStack() as stack:
-            for rid in sorted(runs):
-                stack.enter_context(runs[rid].commit_lock)
-            if keys is not None:
-                stored = [
-                    None if k is None else runs[self._ctx.codec.run_id_of(e)].stored(k)
-                    for e, k in zip(events, keys, strict=True)
-                ]
-                held = held_envelopes(events, keys, stored)
-                if held is not None:
-                    return held
-            requests = {}
-            for rid, positions in groups.items():
-                run = runs[rid]
-                part = None if keys is None else [keys[i] for i in positions]
-                work = Work([events[i] for i in positions], None, part)
-                req: Request[list[Envelope[E]]] = Request(work)
-                run.prepare(req, run.last_seq + 1, 0, bytearray())  # validate; writes nothing
-                requests[rid] = req
-            for rid in sorted(runs):
-                runs[rid].commit_locked(requests[rid])
-        out: list[Envelope[E] | None] = [None] * len(events)
-        for rid, positions in groups.items():
-            for i, env in zip(positions, requests[rid].outcome(), strict=True):
-                out[i] = env
-        return out  # type: ignore[return-value]
+        return self._table.append_across(events, groups, checked)
 
     def import_envelopes(self, envelopes: Iterable[Envelope[E]]) -> int:
         """Append envelopes as they are (event ids, seqs, timestamps kept).
@@ -364,25 +249,7 @@ class SegmentLog(Generic[E]):
         Returns the number imported.
         """
         self._state.check_writable()
-        count = 0
-        pending: list[Envelope[E]] = []
-        for env in envelopes:
-            if not isinstance(env, Envelope):
-                raise TypeError(f"import_envelopes takes Envelopes, got {type(env).__name__}")
-            if self._ctx.codec.run_id_of(env.event) != env.run_id:
-                raise ValueError(f"envelope seq {env.seq}: event.run_id differs from run_id")
-            if pending and (pending[-1].run_id != env.run_id or len(pending) >= 1000):
-                count += self._import_group(pending)
-                pending = []
-            pending.append(env)
-        if pending:
-            count += self._import_group(pending)
-        return count
-
-    def _import_group(self, envelopes: list[Envelope[E]]) -> int:
-        run = self._get_run(envelopes[0].run_id)
-        run.append([e.event for e in envelopes], envelopes)
-        return len(envelopes)
+        return self._table.import_envelopes(envelopes)
 
     # --- syncing -------------------------------------------------------------------------
 
@@ -395,13 +262,13 @@ class SegmentLog(Generic[E]):
         self._state.check_open()
         if self.options.read_only:
             return
-        for run in list(self._runs.values()):
+        for run in list(self._table.runs.values()):
             if run.unsynced:
                 run.sync()
 
     def _flush(self) -> None:
         """The interval flusher's tick: sync every run with unsynced appends."""
-        for run in list(self._runs.values()):
+        for run in list(self._table.runs.values()):
             if self._state.closed or self._state.failed is not None:
                 return
             if run.appends and run.unsynced:
@@ -420,18 +287,7 @@ class SegmentLog(Generic[E]):
         """
         after = check_page_args(run_id, after_seq, limit)
         self._state.check_open()
-        return self._read(self._fresh(run_id), after, limit)
-
-    def _read(self, run: Run[E], after: int, limit: int) -> list[Envelope[E]]:
-        visible, plan = run.snapshot(after + 1, after + limit)
-        if not visible:
-            raise NotFoundError(run.id)
-        if not plan:
-            return []
-        last = min(visible, after + limit)
-        max_record = self.options.max_record_bytes
-        codec = self._ctx.codec
-        return read_page(self._fs, codec, run.id, plan, after + 1, last, max_record, run.view_lock)
+        return self._table.read(self._fresh(run_id), after, limit)
 
     def wait_for(self, run_id: uuid.UUID, after_seq: int, timeout: float | None = None) -> bool:
         """Block until the run has an acknowledged seq above ``after_seq``; False on timeout.
@@ -511,7 +367,7 @@ class SegmentLog(Generic[E]):
     @property
     def recovery_reports(self) -> list[RecoveryReport]:
         """Every repair recovery made (or, read-only, would make) since open."""
-        return list(self._reports)
+        return list(self._table.reports)
 
     @property
     def closed(self) -> bool:
@@ -520,7 +376,7 @@ class SegmentLog(Generic[E]):
 
     def stats(self) -> LogStats:
         """Counters for operators (appends, bytes, fsync latency percentiles, ...)."""
-        runs = list(self._runs.values())
+        runs = list(self._table.runs.values())
         appends = sum(r.appends for r in runs)
         fsyncs = self._timer.count
         return LogStats(
@@ -531,8 +387,8 @@ class SegmentLog(Generic[E]):
             fsync_p50_us=self._timer.percentile_us(0.5),
             fsync_p99_us=self._timer.percentile_us(0.99),
             open_files=self._handles.open_files() + (self._lock_fd is not None),
-            runs_recovered=self._runs_recovered,
-            bytes_dropped=sum(r.bytes_dropped for r in self._reports),
+            runs_recovered=self._table.recovered,
+            bytes_dropped=sum(r.bytes_dropped for r in self._table.reports),
             sync_method=self._fs.sync_method,
         )
 
@@ -549,13 +405,13 @@ class SegmentLog(Generic[E]):
         if writer and self.options.fsync is not FsyncPolicy.NEVER:
             # Only what this process appended: a reader that merely recovered runs should
             # not pay an fsync per run it looked at (``sync()`` covers those on request).
-            for run in list(self._runs.values()):
+            for run in list(self._table.runs.values()):
                 if run.appends and run.unsynced:
                     with contextlib.suppress(Exception):
                         run.sync()
         self._state.closed = True
         self._signal.notify()
-        for run in list(self._runs.values()):
+        for run in list(self._table.runs.values()):
             run.release_files(blocking=True, trim=writer)
         self._handles.clear()
         if self._locks is not None:

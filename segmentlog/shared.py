@@ -25,7 +25,7 @@ import struct
 import threading
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._fs import FileSystem, SharedMap
 from .format import (
@@ -259,13 +259,17 @@ class SharedRun:
     #: Set while this process holds the run with its busy byte set.
     busy: bool = False
 
-    def adopt(
-        self, segments: list[Segment], last_seq: int, last_payload: bytes | None, writable: bool
-    ) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by the other parts of Run
 
-    def close_files(self) -> None:
-        raise NotImplementedError
+        def adopt(
+            self,
+            segments: list[Segment],
+            last_seq: int,
+            last_payload: bytes | None,
+            writable: bool,
+        ) -> None: ...
+
+        def close_files(self) -> None: ...
 
     def enter(self) -> None:
         """Hold the run against other processes and bring this view up to date; ``leave``
