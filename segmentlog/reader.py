@@ -47,7 +47,7 @@ from .layout import list_segments
 from .scan import scan
 from .schema import EnvelopeCodec, new_page
 from .segment import Segment
-from .shared import StateFile
+from .statefile import StateFile
 
 __all__ = ["Followed", "clamp_to_state", "fingerprint", "follow", "read_page"]
 

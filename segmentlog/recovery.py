@@ -315,6 +315,9 @@ class _Judge:
             # segment, a header damaged with nothing readable after it.
             if next_base is not None and not self.salvage:
                 raise self.corrupt(reason, path, 0, base, next_base - 1)
+            if not data and not self.writable and next_base is None:
+                return _REMOVED  # a live writer's new segment, before its first frames
+
             self.repair.remove(base, len(data), reason)
             return _REMOVED
         synced = max(f.durable for f in frames) > 0

@@ -39,7 +39,8 @@ from .prepare import Prepared, Work, check_import, index_points, make_envelopes,
 from .runfiles import RunFiles
 from .schema import EnvelopeCodec
 from .segment import Segment
-from .shared import RunLocks, SharedRun, StateFile
+from .shared import RunLocks, SharedRun
+from .statefile import StateFile
 
 __all__ = ["Run", "RunContext"]
 

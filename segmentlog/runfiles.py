@@ -22,7 +22,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from .segment import Segment
-from .shared import StateFile, new_epoch
+from .statefile import StateFile, new_epoch
 
 __all__ = ["RunFiles"]
 

@@ -21,23 +21,16 @@ Strategy and invariants
 from __future__ import annotations
 
 import contextlib
-import struct
 import threading
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ._fs import FileSystem, SharedMap
+from ._fs import FileSystem
 from .format import (
-    STATE_BUSY_AT,
     STATE_DELETED,
-    STATE_FILE_SIZE,
     STATE_FRAMES_ACKED,
-    STATE_NAME,
-    STATE_RECORD_SIZE,
     RunState,
-    decode_run_state,
-    encode_run_state,
     xxh3_64,
 )
 from .frames import (
@@ -47,15 +40,13 @@ from .keys import KeyIndex, keys_of
 from .scan import scan
 from .schema import new_page
 from .segment import Segment
+from .statefile import StateFile, new_epoch
 
-__all__ = ["LOCKS", "RunLock", "RunLocks", "SharedRun", "StateFile", "new_epoch"]
+__all__ = ["LOCKS", "RunLock", "RunLocks", "SharedRun"]
 
 #: The file whose bytes carry the per-run writer locks.
 LOCKS = "LOCKS"
 _SLOT_MASK = (1 << 62) - 1
-_TAIL = struct.Struct("<QQQ")  # base, end, acked
-_SUM = struct.Struct("<Q")
-_WITH_BUSY = 65  # the record and the busy byte after it (STATE_BUSY_AT + 1)
 
 
 class RunLock:
@@ -112,121 +103,6 @@ class RunLocks:
     def close(self) -> None:
         """Close the lock file (releasing every lock of this process)."""
         self._fs.close(self.fd)
-
-
-class StateFile:
-    """A run's mapped ``STATE`` record. Writers update it under the run's lock."""
-
-    __slots__ = ("_cached", "_fs", "_map", "path", "writable")
-
-    def __init__(self, fs: FileSystem, run_dir: str, *, writable: bool) -> None:
-        assert STATE_BUSY_AT == STATE_RECORD_SIZE
-        self._fs = fs
-        self.path = f"{run_dir}/{STATE_NAME}"
-        self.writable = writable
-        self._map: SharedMap | None = None
-        self._cached = b""
-
-    @property
-    def mapped(self) -> bool:
-        """True while the file is mapped."""
-        return self._map is not None
-
-    def open(self, *, create: bool) -> bool:
-        """Map the file (creating it when ``create``); False when it does not exist."""
-        if self._map is not None:
-            return True
-        fs = self._fs
-        try:
-            if create:
-                fd = fs.open_append(self.path, create=True)
-            elif self.writable:
-                fd = fs.open_write(self.path)
-            else:
-                fd = fs.open_read(self.path)
-        except FileNotFoundError:
-            return False
-        try:
-            if fs.size(fd) < STATE_FILE_SIZE:
-                if not self.writable:
-                    return False  # being created: nothing to trust yet
-                fs.truncate(fd, STATE_FILE_SIZE)
-            self._map = fs.map_shared(fd, STATE_FILE_SIZE, writable=self.writable)
-        finally:
-            fs.close(fd)
-        self._cached = b""
-        return True
-
-    def read(self) -> RunState | None:
-        """The record, or None when it is unreadable (retried over a torn read)."""
-        if self._map is None:
-            return None
-        for _ in range(3):
-            raw = self._map.read(0, STATE_RECORD_SIZE)
-            state = decode_run_state(raw)
-            if state is not None:
-                return state
-        return None
-
-    def changed(self) -> bool:
-        """True when the record (or the busy byte) differs from what this process last read
-        or wrote: another process appended, or died while appending."""
-        return self._map is not None and self._map.read(0, _WITH_BUSY) != self._cached
-
-    def remember(self) -> None:
-        """Note the current record as seen (``changed`` is False until it changes)."""
-        if self._map is not None:
-            self._cached = self._map.read(0, STATE_RECORD_SIZE) + b"\0"
-
-    def publish(self, flags_boot_epoch: bytes, base: int, end: int, acked: int) -> None:
-        """Store a record whose first 32 bytes are ``flags_boot_epoch`` (see ``prefix``):
-        the hot path of ``write``."""
-        assert self._map is not None
-        head = flags_boot_epoch + _TAIL.pack(base, end, acked)
-        data = head + _SUM.pack(xxh3_64(head)) + b"\0"
-        self._map.write(0, data)
-        self._cached = data
-
-    @staticmethod
-    def prefix(flags: int, boot: bytes, epoch: int) -> bytes:
-        """The constant first 32 bytes of a run's records (magic to epoch)."""
-        return encode_run_state(RunState(flags, boot, epoch, 0, 0, 0))[:32]
-
-    def write(self, state: RunState) -> None:
-        """Store the record and clear the busy byte, in one store."""
-        assert self._map is not None
-        data = encode_run_state(state) + b"\0"
-        self._map.write(0, data)
-        self._cached = data
-
-    @property
-    def busy(self) -> bool:
-        """True when a writer set the busy byte and has not updated the record since."""
-        return self._map is not None and self._map.read(STATE_BUSY_AT, 1) != b"\0"
-
-    def set_busy(self) -> bool:
-        """Mark a write under way, if mapped (cleared by ``write``); True if marked."""
-        if self._map is None:
-            return False
-        self._map.write(STATE_BUSY_AT, b"\1")
-        return True
-
-    def unchanged(self) -> bool:
-        """True when mapped and exactly as this process last read or wrote it (the hot
-        path's check: nobody else appended, nobody died appending)."""
-        return self._map is not None and self._map.read(0, _WITH_BUSY) == self._cached
-
-    def close(self) -> None:
-        """Unmap."""
-        if self._map is not None:
-            self._map.close()
-            self._map = None
-        self._cached = b""
-
-
-def new_epoch() -> int:
-    """A fresh incarnation id for a run."""
-    return uuid.uuid4().int & ((1 << 64) - 1)
 
 
 # --- a run among processes ------------------------------------------------------------------

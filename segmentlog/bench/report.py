@@ -24,8 +24,8 @@ import sqlite3
 import sys
 from typing import Any
 
+from .._build import runtime_facts
 from .._table import columns
-from ..cli._version import runtime_facts
 from .timing import cpu_count
 
 __all__ = [

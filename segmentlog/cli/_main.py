@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .._build import version_text
 from ..errors import (
     CorruptionError,
     FormatVersionError,
@@ -38,7 +39,6 @@ from ._common import (
     fail,
     silence_stdout,
 )
-from ._version import version_text
 
 __all__ = ["build_parser", "main"]
 

@@ -7,7 +7,9 @@ durable here (``segmentlog.PLATFORM_SYNC``: ``fdatasync``, ``F_FULLFSYNC`` or ``
 
 from __future__ import annotations
 
-from .. import NATIVE, PLATFORM_SYNC, __version__
+from . import __version__
+from ._fs import PLATFORM_SYNC
+from .format import NATIVE
 
 __all__ = ["runtime_facts", "version_text"]
 
