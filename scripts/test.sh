@@ -5,7 +5,9 @@
 # viewer's browser tests drive Debian's build through Playwright; never `playwright install`)
 # when they are missing, then the package with its test extras into ./.venv, building
 # segmentlog._native.
-# Extra arguments go to pytest (e.g. `sh scripts/test.sh -x tests/unit`).
+# With no arguments it runs the whole suite on the compiled path, then the engine's suites
+# again on the pure-Python path (SEGMENTLOG_PURE=1), so both stay the same.
+# Extra arguments go to one pytest run instead (e.g. `sh scripts/test.sh -x tests/unit`).
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -47,4 +49,10 @@ fi
 # The test install must build the extension: a failed build fails here instead of falling back.
 SEGMENTLOG_REQUIRE_NATIVE=1 \
     .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,postgres,dev]'
-exec .venv/bin/python -m pytest "$@"
+if [ "$#" -gt 0 ]; then
+    exec .venv/bin/python -m pytest "$@"
+fi
+.venv/bin/python -m pytest
+echo "== the engine's suites again, on the pure-Python path (SEGMENTLOG_PURE=1) =="
+SEGMENTLOG_PURE=1 exec .venv/bin/python -m pytest -p no:cacheprovider \
+    tests/unit tests/property tests/fault tests/conformance tests/cli -m "not postgres"
