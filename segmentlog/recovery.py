@@ -114,6 +114,7 @@ class _Judge:
         self.max_record = max_record_bytes
         self.interval = interval
         self.writable = writable
+        self._held_points: tuple[list[int], list[int]] = ([], [])
         self.repair = Repairer(
             fs, layout, run_id, writable=writable, durable=durable, dry_run=dry_run
         )
@@ -204,6 +205,7 @@ class _Judge:
         index, valid = SparseIndex.from_bytes(data, seg.base_seq, self.interval, size)
         seg.index = index
         seg.index_file = True
+        self._held_points = (list(index.seqs), list(index.offsets))
         return valid if valid == len(data) else -valid - 2
 
     def _tail_start(self, seg: Segment, fd: int, size: int, sealed: bool) -> tuple[int, int, bytes]:
@@ -336,5 +338,7 @@ class _Judge:
             return
         if not seg.index_file and seg.size < seg.index_file_min:
             return  # a small segment keeps its index in memory (segment.write_index)
+        if index_state >= 0 and self._held_points == (seg.index.seqs, seg.index.offsets):
+            return  # the rescan found exactly the points the file holds (the usual reopen)
         self.repair.rewrite_index(seg.base_seq, seg.index.to_bytes(), -index_state - 2)
         seg.index_file = True
