@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from .durability import Request
-from .events import Envelope, new_event_id, utcnow
+from .events import Envelope, new_event_id, new_event_ids, utcnow
 from .format import (
     FRAME_HEADER_SIZE,
     MAX_SEGMENT_OFFSET,
@@ -26,7 +25,7 @@ from .format import (
 from .frames import (
     FrameEncoder,
 )
-from .schema import EnvelopeCodec
+from .schema import EnvelopeCodec, new_page
 
 __all__ = ["Prepared", "Work", "check_import", "index_points", "make_envelopes", "prepare"]
 
@@ -81,13 +80,20 @@ def make_envelopes(
 ) -> list[Envelope[E]]:
     """Envelopes for ``events`` from ``seq`` on; a ``RunStarted`` sets the session."""
     session_of = codec.session_of
+    if len(events) == 1:
+        started = session_of(events[0])
+        key = None if keys is None else keys[0]
+        session = session if started is None else started
+        return [Envelope(new_event_id(), seq, run_id, session, events[0], utcnow(), key)]
     out: list[Envelope[E]] = []
+    now = utcnow()  # one append, one emission time
+    ids = new_event_ids(len(events))
     for i, event in enumerate(events):
         started = session_of(event)
         if started is not None:
             session = started
         key = None if keys is None else keys[i]
-        out.append(Envelope(new_event_id(), seq, run_id, session, event, utcnow(), key))
+        out.append(Envelope(ids[i], seq, run_id, session, event, now, key))
         seq += 1
     return out
 
@@ -109,7 +115,7 @@ def check_import(
 
 def prepare(
     encoder: FrameEncoder,
-    check: Callable[[bytes | bytearray, Envelope[Any]], None] | None,
+    codec: EnvelopeCodec[Any] | None,
     req: Request[list[Envelope[E]]],
     envelopes: list[Envelope[E]],
     mark: int,
@@ -117,7 +123,8 @@ def prepare(
 ) -> Prepared[E]:
     """Encode ``envelopes`` as one atomic batch of frames appended to ``buf``.
 
-    ``mark`` is the segment offset known durable. Raises ``InvalidEventError``,
+    ``mark`` is the segment offset known durable; ``codec``, when given, decodes every
+    frame back to check it (``validate_events``). Raises ``InvalidEventError``,
     ``RecordTooLargeError`` or ``ValueError`` for bad input, leaving ``buf`` as it was.
     """
     prepared = Prepared(req, envelopes, buf)
@@ -126,12 +133,21 @@ def prepare(
     last = len(envelopes) - 1
     base = len(buf)
     try:
+        if last == 0:
+            size = encode(buf, envelopes[0], mark, False)
+            starts.append(base)
+            if codec is not None:
+                codec.check_payload(buf[base + FRAME_HEADER_SIZE : base + size], envelopes[0])
+            return prepared
+        page = new_page() if codec is not None else None
         for i, env in enumerate(envelopes):
             start = len(buf)
             size = encode(buf, env, mark, i < last)
             starts.append(start)
-            if check is not None:
-                check(buf[start + FRAME_HEADER_SIZE : start + size], env)
+            if page is not None:
+                page += buf[start + FRAME_HEADER_SIZE : start + size]
+        if codec is not None and page is not None:
+            codec.check_page(page, envelopes)  # a batch is checked in one decode call
     except BaseException:
         del buf[base:]
         raise

@@ -72,7 +72,8 @@ class RunContext(Generic[E]):
         self.encoder = FrameEncoder(options.max_record_bytes)
         self.policy: FsyncPolicy = options.fsync
         self.durable_ack = options.fsync.durable_ack
-        self.check = self.codec.check_payload if options.validate_events else None
+        #: The codec that checks each record before it is written (``validate_events``).
+        self.validator = self.codec if options.validate_events else None
         self.interval = options.index_interval_bytes
         self.segment_bytes = options.segment_bytes
         #: How far ahead of a write space may be reserved (0: never).
@@ -328,7 +329,7 @@ class Run(RunFiles, SharedRun, Generic[E]):
             envelopes = make_envelopes(
                 ctx.codec, self.id, session, work.events, first_seq, work.keys
             )
-        return prepare(ctx.encoder, ctx.check, req, envelopes, mark, buf)
+        return prepare(ctx.encoder, ctx.validator, req, envelopes, mark, buf)
 
     def _commit_prepared(
         self, seg: Segment, buf: bytes | bytearray, prepared: list[Prepared[E]]

@@ -32,6 +32,7 @@ _ARRAY32: Final = struct.Struct(">BI")  # msgpack array32 header: 0xdd, count
 PAGE_HEADER_SIZE: Final = _ARRAY32.size
 _ENCODE = msgspec.msgpack.Encoder(uuid_format="bytes").encode
 _ENCODE_ERRORS = (TypeError, ValueError, OverflowError, msgspec.EncodeError)
+_SPLIT = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode
 
 
 def new_page() -> bytearray:
@@ -107,6 +108,23 @@ class EnvelopeCodec(Generic[E]):
                 "encoding unchanged (a set, tuple or other non-JSON value?); use JSON values "
                 "(dict, list, str, int, float, bool, None)"
             )
+
+    def check_page(self, page: bytearray, envelopes: list[Envelope[E]]) -> None:
+        """``check_payload`` for a batch whose payloads fill ``page`` (``new_page``), in one
+        decode call; on a failure, each payload is checked alone to name the first bad one."""
+        count = len(envelopes)
+        _ARRAY32.pack_into(page, 0, 0xDD, count)
+        try:
+            decoded: list[Envelope[E]] = self._decode_list(page)
+        except msgspec.ValidationError:
+            decoded = []
+        if len(decoded) == count and all(
+            d.event == e.event for d, e in zip(decoded, envelopes, strict=True)
+        ):
+            return
+        raws = _SPLIT(page)  # the page's payloads, one by one, to name the culprit
+        for raw, envelope in zip(raws, envelopes, strict=True):
+            self.check_payload(bytes(raw), envelope)
 
     def check(self, envelope: Envelope[E]) -> None:
         """Encode ``envelope`` and ``check_payload`` it (for stores that keep objects)."""

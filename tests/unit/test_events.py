@@ -27,7 +27,7 @@ from segmentlog import (
     new_event_id,
 )
 from segmentlog import events as events_module
-from segmentlog.events import utcnow
+from segmentlog.events import new_event_ids, utcnow
 from tests.conformance.events_factory import NON_TERMINAL, TERMINAL, VARIANTS, all_variants
 
 
@@ -326,3 +326,13 @@ def test_envelope_round_trips_through_msgpack_with_aware_emitted_at() -> None:
     assert back == envelope
     assert back.emitted_at.tzinfo is not None
     assert back.emitted_at.astimezone(UTC) == envelope.emitted_at
+
+
+def test_new_event_ids_mints_a_batch_of_increasing_unique_v7_ids() -> None:
+    before = new_event_id()
+    batch = new_event_ids(5000)  # more than one millisecond's 4096 counter values
+    after = new_event_id()
+    assert len(set(batch)) == 5000
+    assert all(a < b for a, b in zip([before, *batch], [*batch, after], strict=True))
+    assert {u.version for u in batch} == {7}
+    assert {u.variant for u in batch} == {uuid.RFC_4122}

@@ -928,3 +928,18 @@ def test_find_frames_after_keeps_the_durable_mark() -> None:
     enc.encode(buf, seg_envelope(1), 1234)
     found = find_frames_after(bytes(buf), 0, -1, 1, MAX)
     assert [(f.seq, f.durable, f.continued) for f in found] == [(1, 1234, False)]
+
+
+def test_a_batch_is_checked_in_one_decode_and_a_bad_event_is_still_named() -> None:
+    good = [envelope(VARIANTS[0], seq=1), envelope(VARIANTS[1], seq=2)]
+    page = new_page()
+    for env in good:
+        page += frame_of(env)[FRAME_HEADER_SIZE:]
+    CODEC.check_page(page, good)
+    bad = TextDelta(run_id=RUN, delta=123)  # type: ignore[arg-type]  # an int where str goes
+    envs = [good[0], envelope(bad, seq=2)]
+    page = new_page()
+    for env in envs:
+        page += frame_of(env)[FRAME_HEADER_SIZE:]
+    with pytest.raises(InvalidEventError, match="TextDelta has a field of the wrong type"):
+        CODEC.check_page(page, envs)
