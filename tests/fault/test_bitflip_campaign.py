@@ -182,22 +182,25 @@ class Campaign:
         self.totals[f"flips in {flip.path[-3:]} files"] += 1
         for mode in MODES:
             self.totals[f"{mode}: opened"] += 1
-            before = len(maintenance.quarantined(LOG_DIR, fs=fs))
+            acts: list[str] = []
             if mode == "salvage" and recover_first:
                 try:
-                    maintenance.recover(LOG_DIR, fs=fs)
+                    acts += [r.action for r in maintenance.recover(LOG_DIR, fs=fs)]
                     self.totals["salvage: maintenance.recover first"] += 1
                 except Exception as exc:
                     self.fail(flip, mode, f"recover raised {type(exc).__name__}: {exc}")
-            live, refused = self._read(fs, flip, mode)
+            live, refused = self._read(fs, flip, mode, acts)
             if refused:
                 self.totals[f"{mode}: raised CorruptionError"] += 1
-            if len(maintenance.quarantined(LOG_DIR, fs=fs)) > before:
+            if "quarantined" in acts:
                 self.totals[f"{mode}: quarantined"] += 1
             self._check_nothing_intact_lost(fs, flip, mode, live, refused)
 
-    def _read(self, fs: FaultFS, flip: Flip, mode: str) -> tuple[dict[uuid.UUID, int], set[Any]]:
-        """Open in ``mode`` and read every run; returns live counts and runs that raised."""
+    def _read(
+        self, fs: FaultFS, flip: Flip, mode: str, acts: list[str]
+    ) -> tuple[dict[uuid.UUID, int], set[Any]]:
+        """Open in ``mode`` and read every run; returns live counts and runs that raised, and
+        adds the recovery's acts to ``acts``."""
         live: dict[uuid.UUID, int] = {}
         refused: set[uuid.UUID] = set()
         log = open_log(fs, recovery=mode, **OPTIONS)
@@ -228,6 +231,7 @@ class Campaign:
                 elif len(got) != len(expected):
                     self.fail(flip, mode, f"an undamaged run lost records ({len(got)} live)")
         finally:
+            acts += [r.action for r in log.recovery_reports]
             try:
                 log.close()
             except Exception as exc:
@@ -254,7 +258,8 @@ class Campaign:
         if not missing:
             return
         found: dict[bytes, set[bool]] = {}
-        for payload, quarantined in maintenance.salvage_records(LOG_DIR, fs=fs):
+        only = flip.run if all(run == flip.run for run, _ in missing) else None
+        for payload, quarantined in maintenance.salvage_records(LOG_DIR, only, fs=fs):
             found.setdefault(payload, set()).add(quarantined)
         for run, seq in missing:
             where = found.get(self.base.payloads[run][seq - 1], set())
