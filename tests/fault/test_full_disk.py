@@ -18,6 +18,8 @@ raised to the engine, so a test can tell where the disk ran out.
   everything.
 - The disk also runs out (of blocks, or of inodes) exactly while a new run is created, and
   exactly while a segment rolls.
+- Salvage that must copy intact records into quarantine raises ``RepairError`` on a full disk
+  and changes nothing; once space is freed it succeeds and loses only the damaged record.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 import segmentlog
@@ -40,7 +43,9 @@ from segmentlog import (
     Envelope,
     LogFailedError,
     NotFoundError,
+    RepairError,
     TextDelta,
+    maintenance,
 )
 from segmentlog._fs import FileSystem
 
@@ -416,3 +421,54 @@ def test_full_disk_while_rolling_a_segment(
         _check_runs(log, acked, "reopened after space was freed")
     finally:
         log.close()
+
+
+def _live_files(path: Path) -> dict[Path, bytes]:
+    """Every file of the log outside quarantine, with its bytes."""
+    return {
+        p: p.read_bytes() for p in path.rglob("*") if p.is_file() and "quarantine" not in p.parts
+    }
+
+
+@pytest.mark.parametrize("how", ["open", "recover"])
+def test_salvage_on_a_full_disk_raises_repair_error_and_changes_nothing(
+    mount_tmpfs: MountTmpfs, how: str
+) -> None:
+    """Salvage must copy intact records into quarantine before it cuts them out of the run;
+    on a full disk that copy fails: ``RepairError``, the run untouched, and once space is
+    freed the same salvage succeeds and loses nothing."""
+    point = mount_tmpfs()
+    reserve = _reserve(point, 64 * 1024)
+    path = point / "log"
+    run = RUNS[3]
+    small = {"segment_bytes": 4096, "index_interval_bytes": 256}
+    envs = _prefill(path, "batch", run, 60, **small)
+    first = sorted(path.glob(f"runs/{run}/*.seg"))[0]
+    data = bytearray(first.read_bytes())
+    data[len(data) // 2] ^= 0x40  # inside a frame in the middle of the sealed first segment
+    first.write_bytes(bytes(data))
+    topup = _fill(point / "topup")
+    before = _live_files(path)
+
+    def salvage() -> Any:
+        if how == "recover":
+            return maintenance.recover(str(path))
+        with _open(path, SpyFS(), "batch", recovery="salvage", **small) as log:
+            return log.last_seq(run)
+
+    with pytest.raises(RepairError) as info:
+        salvage()
+    assert isinstance(info.value.cause, OSError) and info.value.cause.errno == errno.ENOSPC
+    assert _live_files(path) == before, "a failed salvage changed the run"
+    assert maintenance.quarantined(str(path)) == []
+
+    reserve.unlink()
+    topup.unlink()
+    salvage()
+    with _open(path, SpyFS(), "batch", **small) as log:
+        live = read_run(log, run)
+    assert live and all(map(same_envelope, live, envs))
+    salvaged = {p for p, _ in maintenance.salvage_records(str(path))}
+    encode = msgspec.msgpack.Encoder(uuid_format="bytes").encode
+    lost = [e.seq for e in envs if encode(e) not in salvaged]
+    assert len(lost) == 1, f"salvage lost more than the damaged record: seqs {lost}"
