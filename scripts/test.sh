@@ -1,9 +1,10 @@
 #!/bin/sh
 # Run segmentlog's whole test suite on a Debian machine, installing what it needs first:
-# the venv module (python3-venv), PostgreSQL 15 (for the Postgres backend's tests) and
-# Chromium (the HTTP viewer's browser tests drive Debian's build through Playwright; never
-# `playwright install`) when they are missing, then the package with its test extras into
-# ./.venv.
+# the venv module (python3-venv), PostgreSQL 15 (for the Postgres backend's tests), gcc,
+# Python's headers and xxhash.h (libxxhash-dev, for the compiled core), and Chromium (the HTTP
+# viewer's browser tests drive Debian's build through Playwright; never `playwright install`)
+# when they are missing, then the package with its test extras into ./.venv, building
+# segmentlog._native.
 # Extra arguments go to pytest (e.g. `sh scripts/test.sh -x tests/unit`).
 set -eu
 cd "$(dirname "$0")/.."
@@ -31,7 +32,19 @@ fi
 if ! command -v jq >/dev/null 2>&1; then  # the README's shell example, run as a test, uses jq
     apt_install jq
 fi
+# The compiled core (segmentlog._native) needs a C compiler, Python's headers and xxhash.h.
+if ! command -v gcc >/dev/null 2>&1; then
+    apt_install gcc
+fi
+if ! python3 -c 'import os, sysconfig; os.stat(sysconfig.get_paths()["include"] + "/Python.h")' 2>/dev/null; then
+    apt_install python3-dev
+fi
+if [ ! -f /usr/include/xxhash.h ]; then
+    apt_install libxxhash-dev
+fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,postgres,dev]'
+# The test install must build the extension: a failed build fails here instead of falling back.
+SEGMENTLOG_REQUIRE_NATIVE=1 \
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,postgres,dev]'
 exec .venv/bin/python -m pytest "$@"

@@ -22,15 +22,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import shutil
+import struct
 import sys
+import uuid
 from collections.abc import Callable
 from types import ModuleType
 
 from .errors import UnsupportedPlatformError
 
-__all__ = ["OS_FS", "PLATFORM_SYNC", "FileSystem", "platform_sync"]
+__all__ = ["OS_FS", "PLATFORM_SYNC", "FileSystem", "SharedMap", "platform_sync"]
 
 _fcntl: ModuleType | None
 try:
@@ -57,6 +60,39 @@ def platform_sync(full_fsync: bool = True) -> str:
 
 #: How durable appends are flushed on this platform with the default options.
 PLATFORM_SYNC = platform_sync()
+
+#: ``struct flock`` on 64-bit Linux: type, whence, start, len, pid (and padding).
+_FLOCK = struct.Struct("hhqqi4x")
+_OFD = (
+    _fcntl is not None
+    and hasattr(_fcntl, "F_OFD_SETLKW")
+    and sys.platform.startswith("linux")
+    and _FLOCK.size == 32
+    and struct.calcsize("P") == 8
+)
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+class SharedMap:
+    """A small file mapped into memory, shared with every process that maps it."""
+
+    __slots__ = ("_map",)
+
+    def __init__(self, fd: int, size: int, writable: bool = True) -> None:
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        self._map = mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=prot)
+
+    def read(self, offset: int, size: int) -> bytes:
+        """Bytes ``[offset, offset + size)``."""
+        return self._map[offset : offset + size]
+
+    def write(self, offset: int, data: bytes) -> None:
+        """Store ``data`` at ``offset`` (visible to every process at once; not durable)."""
+        self._map[offset : offset + len(data)] = data
+
+    def close(self) -> None:
+        """Unmap."""
+        self._map.close()
 
 
 def _full_fsync(fd: int) -> None:
@@ -204,6 +240,45 @@ class FileSystem:
                 return False
             raise
         return True
+
+    @property
+    def shared_locks(self) -> bool:
+        """True where ``lock_range`` works: open file description locks (Linux)."""
+        return _OFD
+
+    def range_lock(self, fd: int, offset: int) -> tuple[Callable[[], None], Callable[[], None]]:
+        """``(lock, unlock)`` of byte ``offset`` of ``fd``: an exclusive lock, waited for.
+
+        An open-file-description lock: owned by this descriptor (not the process), so
+        closing another descriptor of the file never drops it, and it is released when the
+        descriptor is closed, also by the process dying. The two calls are prepared once,
+        since they run on every append of a shared run.
+        """
+        assert _fcntl is not None
+        fcntl_, setlkw, setlk = _fcntl.fcntl, _fcntl.F_OFD_SETLKW, _fcntl.F_OFD_SETLK
+        lock_arg = _FLOCK.pack(_fcntl.F_WRLCK, 0, offset, 1, 0)
+        unlock_arg = _FLOCK.pack(_fcntl.F_UNLCK, 0, offset, 1, 0)
+
+        def lock() -> None:
+            fcntl_(fd, setlkw, lock_arg)
+
+        def unlock() -> None:
+            fcntl_(fd, setlk, unlock_arg)
+
+        return lock, unlock
+
+    def map_shared(self, fd: int, size: int, *, writable: bool = True) -> SharedMap:
+        """Map the first ``size`` bytes of the file (which must be that long), shared."""
+        return SharedMap(fd, size, writable)
+
+    def boot_id(self) -> bytes:
+        """16 bytes that identify this boot of the machine (b"" where unknown)."""
+        try:
+            with contextlib.suppress(ValueError):
+                return uuid.UUID(self.read_file(_BOOT_ID).decode().strip()).bytes
+        except OSError:
+            pass
+        return b""
 
     def is_locked(self, path: str) -> bool:
         """True when another open file description holds an exclusive lock on ``path``."""

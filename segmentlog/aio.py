@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import threading
 import uuid
@@ -144,20 +145,32 @@ class AsyncSegmentLog(Generic[E]):
 
     # --- writing -------------------------------------------------------------------------
 
-    async def append(self, event: E) -> Envelope[E]:
-        """Append one event; see ``SegmentLog.append``.
+    async def append(
+        self, event: E, *, key: str | None = None, expected_seq: int | None = None
+    ) -> Envelope[E]:
+        """Append one event (idempotent with ``key``, conditional with ``expected_seq``);
+        see ``SegmentLog.append``.
 
         Returns once the event is stored per the fsync policy. Concurrent calls share fsyncs
-        under ``fsync="batch"``. Cancelling the caller does not undo the write.
+        under ``fsync="batch"``. Cancelling the caller does not undo the write: retry with
+        the same ``key`` to learn what was stored.
         """
-        env = await self._call(self._log.append, event)
+        append = functools.partial(self._log.append, key=key, expected_seq=expected_seq)
+        env = await self._call(append, event)
         self._notify((env.run_id,))
         return env
 
-    async def append_batch(self, events: Sequence[E]) -> list[Envelope[E]]:
-        """Append several events, atomic per run and one fsync per run; see
-        ``SegmentLog.append_batch``."""
-        envs = await self._call(self._log.append_batch, list(events))
+    async def append_batch(
+        self,
+        events: Sequence[E],
+        *,
+        keys: Sequence[str | None] | None = None,
+        expected_seq: int | None = None,
+    ) -> list[Envelope[E]]:
+        """Append several events, atomic per run and one fsync per run (idempotent with
+        ``keys``, conditional with ``expected_seq``); see ``SegmentLog.append_batch``."""
+        batch = functools.partial(self._log.append_batch, keys=keys, expected_seq=expected_seq)
+        envs = await self._call(batch, list(events))
         self._notify({env.run_id for env in envs})
         return envs
 

@@ -19,15 +19,17 @@ Strategy and invariants
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from _thread import allocate_lock
 from collections import deque
 from collections.abc import Callable
 from time import sleep as _yield
 from typing import Any, Generic, TypeVar
 
-from .errors import LogClosedError, LogFailedError, ReadOnlyError
+from .errors import LogClosedError, LogFailedError, LogForkedError, ReadOnlyError
 
 __all__ = ["FsyncTimer", "GroupCommit", "IntervalFlusher", "LogState", "Request", "logger"]
 
@@ -66,24 +68,50 @@ class FsyncTimer:
         return samples[i] * 1e6
 
 
-class LogState:
-    """A log's lifecycle: open, failed (fail-stop after an I/O error), closed."""
+_LIVE: weakref.WeakSet[LogState] = weakref.WeakSet()
 
-    __slots__ = ("closed", "failed", "path", "read_only")
+
+def _after_fork_in_child() -> None:
+    for state in list(_LIVE):
+        state.forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class LogState:
+    """A log's lifecycle: open, failed (fail-stop after an I/O error), closed; and whether
+    this process is a ``fork()`` child of the one that opened it."""
+
+    __slots__ = ("__weakref__", "closed", "failed", "forked", "path", "read_only")
 
     def __init__(self, path: str, read_only: bool) -> None:
         self.path = path
         self.read_only = read_only
         self.failed: BaseException | None = None
         self.closed = False
+        self.forked = False
+        _LIVE.add(self)
+
+    def _refuse_forked(self) -> None:
+        raise LogForkedError(
+            f"the log at {self.path} was opened before fork() and cannot be used in the "
+            "child; open it again in the child (with multiprocess=True if the parent keeps "
+            "writing too)"
+        )
 
     def check_open(self) -> None:
-        """Raise ``LogClosedError`` once the log is closed."""
+        """Raise ``LogClosedError`` once the log is closed (``LogForkedError`` in a child)."""
+        if self.forked:
+            self._refuse_forked()
         if self.closed:
             raise LogClosedError(f"the log at {self.path} is closed; open it again")
 
     def check_writable(self) -> None:
         """Raise unless appends are accepted: closed, read-only or failed logs refuse them."""
+        if self.forked:
+            self._refuse_forked()
         if self.closed:
             raise LogClosedError(f"the log at {self.path} is closed; open it again")
         if self.read_only:

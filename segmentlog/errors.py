@@ -22,6 +22,7 @@ __all__ = [
     "LockedError",
     "LogClosedError",
     "LogFailedError",
+    "LogForkedError",
     "NotASegmentLogError",
     "NotFoundError",
     "ReadOnlyError",
@@ -120,6 +121,16 @@ class LogFailedError(AppendError):
     def __init__(self, message: str, cause: BaseException | None = None) -> None:
         self.cause = cause
         super().__init__(message)
+
+
+class LogForkedError(SegmentLogError):
+    """Raised by any operation on a log opened before ``fork()``, used in the child.
+
+    A forked child shares the parent's descriptors and locks, so writing through them would
+    corrupt the log. Open the log again in the child (for example in a
+    ``multiprocessing`` initializer), and use ``multiprocess=True`` if parent and children
+    write at once. Closing the inherited object is allowed.
+    """
 
 
 class ReadOnlyError(SegmentLogError):

@@ -1,9 +1,9 @@
-"""The on-disk format as bytes: constants, segment header, frames, index entries, file names.
+"""The on-disk format as bytes: constants, file names, segment header, run state, index entries.
 
 Strategy and invariants
-- Bytes only. Nothing here opens a file or knows a directory: the engine reads and writes,
-  this module turns envelopes into frames and bytes back into records, ``NEED_DATA``,
-  ``ZERO_FILL`` or a corruption report, and gives the same answer however input is split.
+- Bytes only. Nothing here opens a file or knows a directory. Frames (encoding, reading and
+  walking them) are ``frames.py``'s; this module holds every layout they and the rest of the
+  engine share: constants, record types, the segment header, the state record, the index.
 - ``FORMAT.md`` beside this file is normative; the constants carry its names, and
   ``tests/unit/test_format_doc.py`` checks that the two agree. Every byte offset and file-name
   rule the engine uses is defined here and nowhere else.
@@ -12,12 +12,9 @@ Strategy and invariants
   a length above ``max_record_bytes`` is reported before anything is allocated.
 - A zero byte where a frame must start is ``ZERO_FILL``: the preallocated, never-written tail
   of a segment (0x00 can never begin a frame, whose magic starts with 0xC1).
-- Encoder and decoder mirror each other: ``FrameEncoder.encode`` writes exactly the fields
-  ``read_frame`` checks, in the same order.
-- The hot loops (``walk_frames``, ``scan_frames``, ``decode_index``, the frame header and
-  checksum, xxh3) have a compiled twin in ``segmentlog._native``; the pure-Python versions
-  here are the reference, always importable and tested against it. ``SEGMENTLOG_PURE=1``
-  forces the pure path.
+- ``decode_index`` and xxh3 have a compiled twin in ``segmentlog._native`` (as do the frame
+  loops in ``frames.py``); the pure-Python versions are the reference, always importable and
+  tested against it. ``SEGMENTLOG_PURE=1`` forces the pure path.
 """
 
 from __future__ import annotations
@@ -25,13 +22,11 @@ from __future__ import annotations
 import os
 import struct
 import uuid
-from collections.abc import Iterator
 from typing import Any, Final, NamedTuple
 
-import msgspec
 import xxhash
 
-from .errors import FormatVersionError, InvalidEventError, RecordTooLargeError
+from .errors import FormatVersionError
 
 __all__ = [
     "DEFAULT_MAX_RECORD_BYTES",
@@ -57,27 +52,34 @@ __all__ = [
     "SEGMENT_HEADER_SIZE",
     "SEGMENT_MAGIC",
     "SEGMENT_SUFFIX",
+    "STATE_BUSY_AT",
+    "STATE_CHECKSUM",
+    "STATE_DELETED",
+    "STATE_FILE_SIZE",
+    "STATE_FRAMES_ACKED",
+    "STATE_MAGIC",
+    "STATE_NAME",
+    "STATE_RECORD",
+    "STATE_RECORD_SIZE",
+    "STATE_VERSION",
     "TMP_SUFFIX",
     "ZERO_FILL",
     "FrameCorruption",
-    "FrameDecoder",
-    "FrameEncoder",
-    "FrameScan",
     "FramedRecord",
     "HeaderCorruption",
     "NeedData",
+    "RunState",
     "SegmentHeader",
     "ZeroFill",
     "decode_index",
+    "decode_run_state",
     "decode_segment_header",
     "encode_index_entry",
+    "encode_run_state",
     "encode_segment_header",
     "index_name",
     "parse_segment_name",
-    "read_frame",
-    "scan_frames",
     "segment_name",
-    "walk_frames",
     "xxh3_64",
 ]
 
@@ -121,6 +123,23 @@ INDEX_ENTRY_SIZE: Final = INDEX_ENTRY.size  # 16
 SEGMENT_SUFFIX: Final = ".seg"
 INDEX_SUFFIX: Final = ".idx"
 TMP_SUFFIX: Final = ".tmp"
+
+#: The run's shared state file (FORMAT.md section 7): writers' watermark and tail.
+STATE_NAME: Final = "STATE"
+STATE_MAGIC: Final = b"SLST"
+STATE_VERSION: Final = 1
+#: magic, version, flags, boot id (16 bytes), epoch, active base seq, data end, acked seq.
+STATE_RECORD: Final = struct.Struct("<4sHH16sQQQQ")
+STATE_CHECKSUM: Final = struct.Struct("<Q")
+STATE_RECORD_SIZE: Final = STATE_RECORD.size + STATE_CHECKSUM.size  # 64
+#: Offset of the busy byte: set while a writer is between its first write and its update.
+STATE_BUSY_AT: Final = STATE_RECORD_SIZE
+#: Size of the state file (the record, the busy byte, zeros).
+STATE_FILE_SIZE: Final = 128
+#: Flags: the run was deleted (every holder must reload); the writer acknowledges frames as
+#: it writes them (``acked`` is not maintained: readers trust complete frames).
+STATE_DELETED: Final = 0x1
+STATE_FRAMES_ACKED: Final = 0x2
 
 _U64: Final = struct.Struct("<Q")
 _U32: Final = struct.Struct("<I")
@@ -209,6 +228,21 @@ class HeaderCorruption(NamedTuple):
     reason: str
 
 
+class RunState(NamedTuple):
+    """A run's shared state record (see ``STATE_RECORD``)."""
+
+    flags: int
+    #: The boot the record was written in: a record from another boot may be stale.
+    boot: bytes
+    #: Identifies the run's incarnation: a new run (after a deletion) gets a new epoch.
+    epoch: int
+    #: Base seq of the active segment, offset after its last acknowledged frame, and the
+    #: last acknowledged seq.
+    base: int
+    end: int
+    acked: int
+
+
 # --- file names -------------------------------------------------------------------------
 
 
@@ -289,372 +323,37 @@ def frame_checksum(buf: bytes | bytearray | memoryview, pos: int) -> bytes:
     return bytes(buf[pos + FRAME_CHECKSUM_AT : pos + FRAME_CHECKSUM_AT + 8])
 
 
-def read_frame(
-    buf: bytes | bytearray | memoryview, pos: int, max_record_bytes: int
-) -> FramedRecord | NeedData | ZeroFill | FrameCorruption:
-    """Decode the frame starting at ``buf[pos]``.
+# --- run state --------------------------------------------------------------------------
 
-    Returns the verified record, ``NEED_DATA`` when ``buf`` ends inside the frame,
-    ``ZERO_FILL`` when a zero byte stands where the frame must start, or a
-    ``FrameCorruption`` when the magic, the length bound or the checksum is wrong. A length
-    above ``max_record_bytes`` is reported before any payload is looked at.
-    """
-    avail = len(buf) - pos
-    if avail <= 0:
-        return NEED_DATA
-    if buf[pos] == 0:
-        return ZERO_FILL
-    if avail < FRAME_HEADER_SIZE:
-        if bytes(buf[pos : pos + min(avail, 4)]) != FRAME_MAGIC[: min(avail, 4)]:
-            return FrameCorruption(pos, "bad frame magic", None)
-        return NEED_DATA
-    magic, checksum, length, seq, marks = FRAME_HEADER.unpack_from(buf, pos)
-    if magic != FRAME_MAGIC:
-        return FrameCorruption(pos, "bad frame magic", None)
-    if length > max_record_bytes:
-        return FrameCorruption(
-            pos, f"length field {length} exceeds max_record_bytes {max_record_bytes}", seq
-        )
-    end = pos + FRAME_HEADER_SIZE + length
-    if end > len(buf):
-        return NEED_DATA
-    with memoryview(buf) as view:
-        if xxh3_64(view[pos + FRAME_CHECKSUM_START : end]) != checksum:
-            return FrameCorruption(pos, "checksum mismatch", seq)
-        payload = view[pos + FRAME_HEADER_SIZE : end]
-        if not isinstance(buf, bytes):
-            payload = payload.tobytes()  # type: ignore[assignment]
-    return FramedRecord(
-        pos, seq, marks & MAX_SEGMENT_OFFSET, payload, end, bool(marks & FRAME_CONTINUED)
+
+def encode_run_state(state: RunState) -> bytes:
+    """Encode the 64-byte state record."""
+    boot = state.boot.ljust(16, b"\0")[:16]
+    head = STATE_RECORD.pack(
+        STATE_MAGIC,
+        STATE_VERSION,
+        state.flags,
+        boot,
+        state.epoch,
+        state.base,
+        state.end,
+        state.acked,
     )
+    return head + STATE_CHECKSUM.pack(xxh3_64(head))
 
 
-#: Why a walk stopped, as the compiled walker reports it (0: it reached ``last``).
-_DONE, _NEED, _ZERO, _BAD_MAGIC, _TOO_LONG, _CHECKSUM, _SEQ = range(7)
-
-WalkStop = NeedData | ZeroFill | FrameCorruption | None
-
-
-def _stop(
-    code: int, pos: int, claimed: int, length: int, seq: int, max_record_bytes: int
-) -> WalkStop:
-    """Turn the compiled walker's stop code into the objects the pure walker returns."""
-    if code == _DONE:
+def decode_run_state(data: bytes | bytearray | memoryview) -> RunState | None:
+    """Decode a state record; None when it is short, of another format, or fails its checksum
+    (a torn read, or damage: the record is a cache that recovery can rebuild)."""
+    if len(data) < STATE_RECORD_SIZE:
         return None
-    if code == _NEED:
-        return NEED_DATA
-    if code == _ZERO:
-        return ZERO_FILL
-    if code == _BAD_MAGIC:
-        return FrameCorruption(pos, "bad frame magic", None)
-    if code == _TOO_LONG:
-        reason = f"length field {length} exceeds max_record_bytes {max_record_bytes}"
-        return FrameCorruption(pos, reason, claimed)
-    if code == _CHECKSUM:
-        return FrameCorruption(pos, "checksum mismatch", claimed)
-    return FrameCorruption(pos, f"seq {claimed} where {seq} was expected", claimed)
-
-
-def _walk_frames_py(
-    buf: bytes,
-    pos: int,
-    seq: int,
-    first: int,
-    last: int,
-    max_record_bytes: int,
-    out: bytearray | None,
-) -> tuple[int, int, WalkStop]:
-    unpack = FRAME_HEADER.unpack_from
-    size = len(buf)
-    while seq <= last:
-        avail = size - pos
-        if avail < FRAME_HEADER_SIZE:
-            if avail <= 0:
-                return pos, seq, NEED_DATA
-            if buf[pos] == 0:
-                return pos, seq, ZERO_FILL
-            if buf[pos : pos + 4] != FRAME_MAGIC[:avail]:
-                return pos, seq, FrameCorruption(pos, "bad frame magic", None)
-            return pos, seq, NEED_DATA
-        magic, checksum, length, frame_seq, _marks = unpack(buf, pos)
-        if magic != FRAME_MAGIC:
-            if buf[pos] == 0:
-                return pos, seq, ZERO_FILL
-            return pos, seq, FrameCorruption(pos, "bad frame magic", None)
-        if length > max_record_bytes:
-            reason = f"length field {length} exceeds max_record_bytes {max_record_bytes}"
-            return pos, seq, FrameCorruption(pos, reason, frame_seq)
-        end = pos + FRAME_HEADER_SIZE + length
-        if end > size:
-            return pos, seq, NEED_DATA
-        if frame_seq != seq:
-            reason = f"seq {frame_seq} where {seq} was expected"
-            return pos, seq, FrameCorruption(pos, reason, frame_seq)
-        if seq >= first:
-            # Slicing bytes copies, yet for records of a few hundred bytes it is cheaper than
-            # making a memoryview (measured: about half the cost per frame).
-            if xxh3_64(buf[pos + FRAME_CHECKSUM_START : end]) != checksum:
-                return pos, seq, FrameCorruption(pos, "checksum mismatch", frame_seq)
-            if out is not None:
-                out += buf[pos + FRAME_HEADER_SIZE : end]
-        pos = end
-        seq += 1
-    return pos, seq, None
-
-
-def walk_frames(
-    buf: bytes,
-    pos: int,
-    seq: int,
-    first: int,
-    last: int,
-    max_record_bytes: int,
-    out: bytearray | None = None,
-) -> tuple[int, int, WalkStop]:
-    """Walk the frames of ``buf`` from ``pos``, expecting ``seq`` first.
-
-    Frames with seqs before ``first`` are skipped by their headers alone (no checksum, no
-    copy); frames from ``first`` to ``last`` are verified and their payloads appended to
-    ``out`` (when given), back to back. Returns ``(pos, next_seq, stop)``: ``stop`` is
-    ``None`` once ``last`` was passed, ``NEED_DATA`` when ``buf`` ends (at or inside a frame),
-    ``ZERO_FILL`` at a zero byte, or the corruption met at ``pos``. On every stop but
-    ``None``, ``out`` holds exactly the payloads of seqs ``first .. next_seq - 1``.
-    """
-    if _native is None:
-        return _walk_frames_py(buf, pos, seq, first, last, max_record_bytes, out)
-    pos, next_seq, code, claimed, length = _native.walk_frames(
-        buf, pos, seq, first, last, max_record_bytes, out
-    )
-    return pos, next_seq, _stop(code, pos, claimed, length, next_seq, max_record_bytes)
-
-
-class FrameScan(NamedTuple):
-    """What ``scan_frames`` found walking to the end of a buffer. Offsets are absolute."""
-
-    #: Offset after the last frame that verified and continued the seq chain.
-    end: int
-    #: Seq the next frame would have (one past the last verified frame).
-    next_seq: int
-    #: Why the walk stopped at ``end``: ``NEED_DATA`` (the buffer ends there, or inside a
-    #: frame), ``ZERO_FILL`` or a ``FrameCorruption`` (whose offset is absolute).
-    stop: NeedData | ZeroFill | FrameCorruption
-    #: Offset after the last verified frame whose CONTINUED bit is clear (the end of the last
-    #: whole batch), or the scan's start offset when there is none.
-    batch_end: int
-    #: Seq of that frame (``start_seq - 1`` when there is none).
-    batch_seq: int
-    #: Offset of that frame, or -1 when there is none.
-    tail_start: int
-    #: Frames verified.
-    frames: int
-    #: ``(seq, offset)`` index points due: each frame starting at least ``interval`` bytes
-    #: after the previous point (the first previous point being ``last_point``).
-    points: list[tuple[int, int]]
-
-
-def _scan_frames_py(
-    buf: bytes, base: int, seq: int, max_record_bytes: int, interval: int, last_point: int
-) -> FrameScan:
-    unpack = FRAME_HEADER.unpack_from
-    size = len(buf)
-    start_seq = seq
-    pos = 0
-    batch_end, batch_seq, tail_start = base, seq - 1, -1
-    points: list[tuple[int, int]] = []
-    stop: NeedData | ZeroFill | FrameCorruption
-    while True:
-        avail = size - pos
-        if avail < FRAME_HEADER_SIZE:
-            if avail <= 0:
-                stop = NEED_DATA
-            elif buf[pos] == 0:
-                stop = ZERO_FILL
-            elif buf[pos : pos + 4] != FRAME_MAGIC[:avail]:
-                stop = FrameCorruption(base + pos, "bad frame magic", None)
-            else:
-                stop = NEED_DATA
-            break
-        magic, checksum, length, frame_seq, marks = unpack(buf, pos)
-        if magic != FRAME_MAGIC:
-            if buf[pos] == 0:
-                stop = ZERO_FILL
-            else:
-                stop = FrameCorruption(base + pos, "bad frame magic", None)
-            break
-        if length > max_record_bytes:
-            reason = f"length field {length} exceeds max_record_bytes {max_record_bytes}"
-            stop = FrameCorruption(base + pos, reason, frame_seq)
-            break
-        end = pos + FRAME_HEADER_SIZE + length
-        if end > size:
-            stop = NEED_DATA
-            break
-        if frame_seq != seq:
-            reason = f"seq {frame_seq} where {seq} was expected"
-            stop = FrameCorruption(base + pos, reason, frame_seq)
-            break
-        if xxh3_64(buf[pos + FRAME_CHECKSUM_START : end]) != checksum:
-            stop = FrameCorruption(base + pos, "checksum mismatch", frame_seq)
-            break
-        if base + pos - last_point >= interval:
-            last_point = base + pos
-            points.append((seq, last_point))
-        if not marks & FRAME_CONTINUED:
-            batch_end, batch_seq, tail_start = base + end, seq, base + pos
-        pos = end
-        seq += 1
-    return FrameScan(
-        base + pos, seq, stop, batch_end, batch_seq, tail_start, seq - start_seq, points
-    )
-
-
-def scan_frames(
-    buf: bytes, base: int, seq: int, max_record_bytes: int, interval: int, last_point: int
-) -> FrameScan:
-    """Verify every frame of ``buf`` (the bytes of a segment from absolute offset ``base``),
-    expecting ``seq`` first, until the buffer ends or a frame does not verify.
-
-    This is the recovery scan: it describes what it finds and decides nothing.
-    """
-    if _native is None:
-        return _scan_frames_py(buf, base, seq, max_record_bytes, interval, last_point)
-    end, next_seq, code, claimed, length, batch_end, batch_seq, tail_start, frames, points = (
-        _native.scan_frames(buf, base, seq, max_record_bytes, interval, last_point)
-    )
-    stop = _stop(code, end, claimed, length, next_seq, max_record_bytes)
-    assert stop is not None
-    return FrameScan(end, next_seq, stop, batch_end, batch_seq, tail_start, frames, points)
-
-
-class FrameEncoder:
-    """Encodes envelopes into frames appended to a ``bytearray``."""
-
-    __slots__ = ("_encode_into", "max_record_bytes")
-
-    def __init__(self, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
-        if not 0 < max_record_bytes <= MAX_FRAME_LENGTH:
-            raise ValueError(f"max_record_bytes must be in 1..{MAX_FRAME_LENGTH}")
-        self.max_record_bytes = max_record_bytes
-        self._encode_into = msgspec.msgpack.Encoder(uuid_format="bytes").encode_into
-
-    def encode(self, buf: bytearray, envelope: Any, durable: int, continued: bool = False) -> int:
-        """Append ``envelope``'s frame to ``buf``; return the frame's size in bytes.
-
-        ``durable`` is the segment offset known to be on stable storage; ``continued`` marks a
-        frame that more frames of the same atomic batch follow.
-
-        Raises ``RecordTooLargeError`` (leaving ``buf`` as it was) when the payload exceeds
-        ``max_record_bytes``, and ``InvalidEventError`` when msgspec cannot encode the event.
-        """
-        seq = envelope.seq
-        if not (0 <= durable <= MAX_SEGMENT_OFFSET and 0 < seq <= _MAX_U64):
-            raise ValueError(
-                f"durable mark {durable} outside 0..{MAX_SEGMENT_OFFSET} or seq {seq} outside "
-                f"1..{_MAX_U64}"
-            )
-        start = len(buf)
-        try:
-            self._encode_into(envelope, buf, start + FRAME_HEADER_SIZE)
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
-            del buf[start:]
-            raise InvalidEventError(
-                f"event could not be encoded ({exc}); events must be msgspec Structs of the "
-                "log's event_type"
-            ) from exc
-        length = len(buf) - start - FRAME_HEADER_SIZE
-        if length > self.max_record_bytes:
-            del buf[start:]
-            raise RecordTooLargeError(
-                f"record of {length} bytes exceeds max_record_bytes={self.max_record_bytes}; "
-                "split the event or open the log with a larger max_record_bytes"
-            )
-        seal_frame(buf, start, seq, durable | FRAME_CONTINUED if continued else durable)
-        return FRAME_HEADER_SIZE + length
-
-
-def _seal_frame_py(buf: bytearray, start: int, seq: int, marks: int) -> None:
-    length = len(buf) - start - FRAME_HEADER_SIZE
-    FRAME_HEADER.pack_into(buf, start, FRAME_MAGIC, 0, length, seq, marks)
-    # A bytearray slice (a copy) is cheaper than a memoryview for small records, and leaves
-    # no export on ``buf``, which later frames grow.
-    _U64.pack_into(buf, start + FRAME_CHECKSUM_AT, xxh3_64(buf[start + FRAME_CHECKSUM_START :]))
-
-
-#: Write the header and checksum of the frame whose payload fills ``buf[start + 28:]``.
-seal_frame = _native.seal_frame if _native is not None else _seal_frame_py
-
-
-class FrameDecoder:
-    """Incremental frame decoder: ``feed`` bytes, pull records with ``next_event``.
-
-    It gives the same sequence of results however the input is split. After a corruption
-    report the decoder stays on the bad frame and keeps reporting it (the caller decides what
-    to do: raise, truncate, or resynchronise with a fresh decoder).
-    """
-
-    def __init__(self, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES, offset: int = 0) -> None:
-        self.max_record_bytes = max_record_bytes
-        self._buf = bytearray()
-        self._pos = 0
-        self._base = offset  # absolute offset of self._buf[0]
-
-    @property
-    def offset(self) -> int:
-        """Absolute offset of the next undecoded byte."""
-        return self._base + self._pos
-
-    @property
-    def buffered(self) -> int:
-        """Bytes fed but not yet decoded."""
-        return len(self._buf) - self._pos
-
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Add bytes that follow everything fed so far."""
-        if self._pos and self._pos * 2 >= len(self._buf):
-            del self._buf[: self._pos]
-            self._base += self._pos
-            self._pos = 0
-        self._buf += data
-
-    def next_event(self) -> FramedRecord | NeedData | ZeroFill | FrameCorruption:
-        """Return the next record, ``NEED_DATA``, ``ZERO_FILL``, or the blocking corruption."""
-        result = read_frame(self._buf, self._pos, self.max_record_bytes)
-        if isinstance(result, FramedRecord):
-            self._pos = result.end
-            return result._replace(offset=self._base + result.offset, end=self._base + result.end)
-        if isinstance(result, FrameCorruption):
-            return result._replace(offset=self._base + result.offset)
-        return result
-
-    def __iter__(self) -> Iterator[FramedRecord]:
-        """Yield every complete record; stop at ``NEED_DATA``, ``ZERO_FILL`` or corruption."""
-        while True:
-            result = self.next_event()
-            if not isinstance(result, FramedRecord):
-                return
-            yield result
-
-
-def find_frames_after(
-    buf: bytes, base: int, after: int, min_seq: int, max_record_bytes: int
-) -> list[FramedRecord]:
-    """Every verifying frame that starts after absolute offset ``after``, with seq >= min_seq.
-
-    Resynchronises by searching for the frame magic, so it finds frames behind damage whose
-    length field is unreadable. Offsets in the result are absolute; payloads are dropped.
-    """
-    found: list[FramedRecord] = []
-    pos = buf.find(FRAME_MAGIC, max(0, after - base + 1))
-    while pos != -1:
-        record = read_frame(buf, pos, max_record_bytes)
-        if isinstance(record, FramedRecord) and record.seq >= min_seq:
-            found.append(
-                record._replace(offset=base + record.offset, end=base + record.end, payload=b"")
-            )
-            pos = buf.find(FRAME_MAGIC, record.end)
-        else:
-            pos = buf.find(FRAME_MAGIC, pos + 1)
-    return found
+    magic, version, flags, boot, epoch, base, end, acked = STATE_RECORD.unpack_from(data)
+    (checksum,) = STATE_CHECKSUM.unpack_from(data, STATE_RECORD.size)
+    if magic != STATE_MAGIC or version != STATE_VERSION:
+        return None
+    if checksum != xxh3_64(bytes(data[: STATE_RECORD.size])):
+        return None
+    return RunState(flags, bytes(boot), epoch, base, end, acked)
 
 
 # --- index ------------------------------------------------------------------------------

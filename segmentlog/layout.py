@@ -3,7 +3,9 @@
 Strategy and invariants
 - ``<dir>/SEGMENTLOG`` marks a segmentlog directory (format and version, JSON); segmentlog
   never writes into a non-empty directory without it. It is written once, atomically.
-- ``<dir>/LOCK`` carries the writer lock (``flock``): exclusive for the one writer process.
+- ``<dir>/LOCK`` carries the writer lock (``flock``): exclusive for the one writer process,
+  or shared by every writer opened with ``multiprocess=True`` (whose per-run locks are bytes
+  of ``<dir>/LOCKS``, see ``shared.py``).
 - ``<dir>/runs/<uuid>/`` holds a run's segments and indexes; a run id is always a
   ``uuid.UUID``, so no path is ever built from user text. ``<dir>/trash/`` holds runs being
   deleted; ``<dir>/quarantine/`` holds bytes repair took out of runs (never deleted by the
@@ -13,6 +15,7 @@ Strategy and invariants
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os.path
 import re
@@ -106,18 +109,24 @@ def is_fresh(fs: FileSystem, path: str) -> bool:
     """True for a missing directory, an empty one, or one left by a crash during creation."""
     if not fs.exists(path):
         return True
-    return fs.is_dir(path) and set(fs.listdir(path)) <= {f"{MARKER}.tmp"}
+    if not fs.is_dir(path):
+        return False
+    names = fs.listdir(path)
+    return all(n.startswith(f"{MARKER}.") and n.endswith(TMP_SUFFIX) for n in names)
 
 
 def init_directory(fs: FileSystem, path: str) -> None:
     """Make ``path`` a segmentlog directory (it is missing or empty).
 
-    The marker is written first (tmp, fsync, rename), so a crash part-way leaves either an
-    empty directory, one holding only ``SEGMENTLOG.tmp`` (both still count as fresh), or a
-    complete marker; ``runs/`` and ``trash/`` are (re)created by every writable open.
+    The marker is written first (a temp file of this process, fsync, rename), so a crash
+    part-way leaves either an empty directory, one holding only ``SEGMENTLOG.*.tmp`` files
+    (both still count as fresh), or a complete marker. Processes that create the same
+    directory at the same moment each write their own temp file and rename it over the
+    other's identical marker, so neither fails. ``runs/`` and ``trash/`` are (re)created by
+    every writable open.
     """
     fs.makedirs(path)
-    tmp = f"{path}/{MARKER}{TMP_SUFFIX}"
+    tmp = f"{path}/{MARKER}.{uuid.uuid4().hex}{TMP_SUFFIX}"
     fd = fs.create_new(tmp)
     try:
         data = json.dumps({"format": "segmentlog", "version": FORMAT_VERSION}).encode() + b"\n"
@@ -130,10 +139,13 @@ def init_directory(fs: FileSystem, path: str) -> None:
     fs.fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
-def open_for_writing(fs: FileSystem, path: str) -> int:
+def open_for_writing(fs: FileSystem, path: str, *, shared: bool = False) -> int:
     """Create or check the directory for a writer and take its lock; returns the lock's fd.
 
-    Raises ``LockedError`` when another process writes the directory, and
+    An exclusive writer takes the lock exclusively; ``shared`` (``multiprocess=True``)
+    writers share it with each other, and the two kinds exclude each other.
+
+    Raises ``LockedError`` when the lock is taken in the other way, and
     ``NotASegmentLogError``/``FormatVersionError`` as ``check_directory`` does.
     """
     if is_fresh(fs, path):
@@ -143,11 +155,16 @@ def open_for_writing(fs: FileSystem, path: str) -> int:
     check_directory(fs, path)
     layout = Layout(path)
     fd = fs.open_append(layout.lock, create=True)
-    if not fs.lock(fd):
+    if not fs.lock(fd, shared=shared):
         fs.close(fd)
+        if shared:
+            raise LockedError(
+                f"{path} is open by an exclusive writer in another process; close it, or "
+                "open every writer with multiprocess=True (or read_only=True to inspect it)"
+            )
         raise LockedError(
-            f"{path} is open for writing in another process; close that writer, or open "
-            "with read_only=True to inspect the log beside it"
+            f"{path} is open for writing in another process; close that writer, open every "
+            "writer with multiprocess=True, or open with read_only=True to inspect the log"
         )
     try:
         missing = [sub for sub in (layout.runs, layout.trash) if not fs.is_dir(sub)]
@@ -156,7 +173,8 @@ def open_for_writing(fs: FileSystem, path: str) -> int:
         if missing:  # runs/ must survive a power loss, or every run in it would vanish
             fs.fsync_dir(path)
         for name in fs.listdir(layout.trash):
-            fs.rmtree(f"{layout.trash}/{name}")
+            with contextlib.suppress(FileNotFoundError):  # another writer emptied it first
+                fs.rmtree(f"{layout.trash}/{name}")
     except BaseException:
         fs.close(fd)
         raise

@@ -28,7 +28,7 @@ import msgspec
 
 from ._fs import OS_FS, FileSystem
 from .durability import FsyncTimer, IntervalFlusher, LogState, Request
-from .errors import NotFoundError
+from .errors import NotFoundError, UnsupportedPlatformError
 from .events import Envelope, new_event_id
 from .follow import AppendSignal, poll_until, subscribe
 from .handles import Handles
@@ -41,7 +41,15 @@ from .recovery import RecoveredRun, recover_run
 from .repair import RecoveryReport
 from .retention import select_for_deletion
 from .run import Run, RunContext
-from .store import DEFAULT_PAGE_LIMIT, check_page_args
+from .shared import RunLocks
+from .store import (
+    DEFAULT_PAGE_LIMIT,
+    check_append_args,
+    check_expected_run,
+    check_key,
+    check_page_args,
+    held_envelopes,
+)
 
 __all__ = ["LogOptions", "LogStats", "RunInfo", "SegmentLog", "open"]
 
@@ -115,8 +123,21 @@ class SegmentLog(Generic[E]):
         self._layout = Layout(path)
         self._state = LogState(path, options.read_only)
         self._timer = FsyncTimer(options.slow_fsync_seconds)
+        self._lock_fd: int | None = None
         self._handles = Handles(options.max_open_files)
         self._signal = AppendSignal()
+        self._locks: RunLocks | None = None
+        if options.read_only:
+            check_directory(fs, path)
+        else:
+            if options.multiprocess and not fs.shared_locks:
+                raise UnsupportedPlatformError(
+                    "multiprocess=True needs open-file-description locks, which this platform "
+                    "lacks (they are Linux's); open with one writer process instead"
+                )
+            self._lock_fd = open_for_writing(fs, path, shared=options.multiprocess)
+            if options.multiprocess:
+                self._locks = RunLocks(fs, path)
         self._ctx: RunContext[E] = RunContext(
             fs,
             self._layout,
@@ -125,17 +146,15 @@ class SegmentLog(Generic[E]):
             self._timer,
             self._handles.touch,
             self._signal.notify,
+            self._recover,
+            self._read,
+            self._locks,
         )
         self._runs: dict[uuid.UUID, Run[E]] = {}
         self._runs_lock = threading.Lock()
         self._reports: list[RecoveryReport] = []
         self._runs_recovered = 0
-        self._lock_fd: int | None = None
         self._flusher: IntervalFlusher | None = None
-        if options.read_only:
-            check_directory(fs, path)
-        else:
-            self._lock_fd = open_for_writing(fs, path)
         if options.fsync is FsyncPolicy.INTERVAL and not options.read_only:
             self._flusher = IntervalFlusher(options.fsync_interval_ms / 1000, self._flush)
 
@@ -169,7 +188,9 @@ class SegmentLog(Generic[E]):
         if not run.loaded:
             with run.commit_lock:
                 if not run.loaded:
-                    self._load(run)
+                    run.load()
+                    if self.options.read_only:
+                        run.fingerprint = fingerprint(self._fs, run.dir) if run.segments else None
         return run
 
     def _recover(self, run: Run[E]) -> RecoveredRun | None:
@@ -191,21 +212,13 @@ class SegmentLog(Generic[E]):
         self._reports.extend(recovered.reports)
         return recovered
 
-    def _load(self, run: Any) -> None:
-        recovered = self._recover(run) or RecoveredRun()
-        writable = not self.options.read_only
-        run.adopt(recovered.segments, recovered.last_seq, recovered.last_payload, writable)
-        if not writable:
-            run.fingerprint = fingerprint(self._fs, run.dir) if recovered.segments else None
-        if writable and recovered is not None and not recovered.segments:
-            with contextlib.suppress(OSError):
-                self._fs.rmdir(run.dir)  # a directory left empty by a crash
-
     def _fresh(self, run_id: uuid.UUID) -> Run[E]:
         """The run, following another process's appends when read-only."""
         run = self._get_run(run_id)
         if self.options.read_only:
-            follow(self._fs, run, self._load, self.options.max_record_bytes)
+            follow(self._fs, run, self._ctx.boot, self.options.max_record_bytes)
+        elif self._locks is not None:
+            run.refresh()
         return run
 
     def runs(self) -> list[uuid.UUID]:
@@ -246,51 +259,98 @@ class SegmentLog(Generic[E]):
 
     # --- appending -----------------------------------------------------------------------
 
-    def append(self, event: E) -> Envelope[E]:
+    def append(
+        self, event: E, *, key: str | None = None, expected_seq: int | None = None
+    ) -> Envelope[E]:
         """Append one event to its run and return its envelope.
 
         The frame is in the kernel before this returns; under ``fsync="always"`` or
-        ``"batch"`` it is also on stable storage. Raises ``InvalidEventError`` for an
-        object that is not one of the log's event types, ``RecordTooLargeError`` above
-        ``max_record_bytes``, ``LogFailedError`` after an I/O error (nothing was stored),
-        ``ReadOnlyError`` and ``LogClosedError``.
+        ``"batch"`` it is also on stable storage. ``key`` is an idempotency key, unique in
+        the run: when the run already holds it for an equal event, the stored envelope comes
+        back and nothing is written. With ``expected_seq`` the event is appended only if
+        the run's last seq equals it (0: the run has no events yet).
+
+        Raises ``InvalidEventError`` for an object that is not one of the log's event types,
+        ``RecordTooLargeError`` above ``max_record_bytes``, ``InvalidKeyError`` for a bad
+        key, ``IdempotencyConflictError`` when the key holds another event,
+        ``SeqConflictError`` when the run moved on, ``LogFailedError`` after an I/O error,
+        ``ReadOnlyError`` and ``LogClosedError``; in each case nothing was stored.
         """
         state = self._state
-        if state.failed is not None or state.closed or state.read_only:
+        if state.failed is not None or state.closed or state.read_only or state.forked:
             state.check_writable()
+        keys = None
+        if expected_seq is not None:
+            keys = check_append_args(1, [key], expected_seq)
+        elif key is not None:
+            keys = [check_key(key)]
         run_id = self._ctx.codec.run_id_of(event)
         run = self._runs.get(run_id)
         if run is None or not run.loaded:
             run = self._get_run(run_id)
-        return run.append([event])[0]
+        return run.append([event], None, keys, expected_seq)[0]
 
-    def append_batch(self, events: Sequence[E]) -> list[Envelope[E]]:
+    def append_batch(
+        self,
+        events: Sequence[E],
+        *,
+        keys: Sequence[str | None] | None = None,
+        expected_seq: int | None = None,
+    ) -> list[Envelope[E]]:
         """Append several events; atomic per run (all or none), one fsync per run.
 
         Envelopes come back in input order. Every event of every run is encoded and checked
-        before anything is written, so a bad event stores nothing.
+        before anything is written, so a bad event stores nothing. ``keys`` gives each event
+        an idempotency key (or None): when every key is held for an equal event, the stored
+        envelopes come back and nothing is written; a batch that mixes held and new keys is
+        refused. ``expected_seq`` (for a batch of one run) appends only if the run's last
+        seq equals it. Raises as ``append`` does, and ``ValueError`` for a key given twice.
         """
         self._state.check_writable()
         events = list(events)
+        checked = check_append_args(len(events), keys, expected_seq)
         groups: dict[uuid.UUID, list[int]] = {}
         for i, event in enumerate(events):
             groups.setdefault(self._ctx.codec.run_id_of(event), []).append(i)
-        if len(groups) == 1:
+        check_expected_run(list(groups), expected_seq)
+        if len(groups) <= 1:
+            if not groups:
+                return []
             (run_id,) = groups
-            return self._get_run(run_id).append(events)
+            return self._get_run(run_id).append(events, None, checked, expected_seq)
+        return self._append_runs(events, groups, checked)
+
+    def _append_runs(
+        self,
+        events: list[E],
+        groups: dict[uuid.UUID, list[int]],
+        keys: list[str | None] | None,
+    ) -> list[Envelope[E]]:
+        """A batch over several runs: their commit locks in run-id order, every event
+        validated (and every key decided) before any run is written."""
         runs = {rid: self._get_run(rid) for rid in groups}
-        out: list[Envelope[E] | None] = [None] * len(events)
         with contextlib.ExitStack() as stack:
             for rid in sorted(runs):
                 stack.enter_context(runs[rid].commit_lock)
+            if keys is not None:
+                stored = [
+                    None if k is None else runs[self._ctx.codec.run_id_of(e)].stored(k)
+                    for e, k in zip(events, keys, strict=True)
+                ]
+                held = held_envelopes(events, keys, stored)
+                if held is not None:
+                    return held
             requests = {}
             for rid, positions in groups.items():
                 run = runs[rid]
-                req: Request[list[Envelope[E]]] = Request(Work([events[i] for i in positions]))
+                part = None if keys is None else [keys[i] for i in positions]
+                work = Work([events[i] for i in positions], None, part)
+                req: Request[list[Envelope[E]]] = Request(work)
                 run.prepare(req, run.last_seq + 1, 0, bytearray())  # validate; writes nothing
                 requests[rid] = req
             for rid in sorted(runs):
                 runs[rid].commit_locked(requests[rid])
+        out: list[Envelope[E] | None] = [None] * len(events)
         for rid, positions in groups.items():
             for i, env in zip(positions, requests[rid].outcome(), strict=True):
                 out[i] = env
@@ -360,23 +420,18 @@ class SegmentLog(Generic[E]):
         """
         after = check_page_args(run_id, after_seq, limit)
         self._state.check_open()
-        run = self._fresh(run_id)
+        return self._read(self._fresh(run_id), after, limit)
+
+    def _read(self, run: Run[E], after: int, limit: int) -> list[Envelope[E]]:
         visible, plan = run.snapshot(after + 1, after + limit)
         if not visible:
-            raise NotFoundError(run_id)
+            raise NotFoundError(run.id)
         if not plan:
             return []
         last = min(visible, after + limit)
-        return read_page(
-            self._fs,
-            self._ctx.codec,
-            run_id,
-            plan,
-            after + 1,
-            last,
-            self.options.max_record_bytes,
-            run.view_lock,
-        )
+        max_record = self.options.max_record_bytes
+        codec = self._ctx.codec
+        return read_page(self._fs, codec, run.id, plan, after + 1, last, max_record, run.view_lock)
 
     def wait_for(self, run_id: uuid.UUID, after_seq: int, timeout: float | None = None) -> bool:
         """Block until the run has an acknowledged seq above ``after_seq``; False on timeout.
@@ -415,7 +470,11 @@ class SegmentLog(Generic[E]):
             self._state.check_writable()
             self._handles.forget(run)
             try:
-                deleted = run.delete(trash)
+                if self._locks is None:
+                    deleted = run.delete(trash)
+                else:
+                    with run.hold():
+                        deleted = run.delete(trash)
             except OSError as exc:
                 raise self._state.fail(exc) from exc
         if deleted:
@@ -499,6 +558,9 @@ class SegmentLog(Generic[E]):
         for run in list(self._runs.values()):
             run.release_files(blocking=True, trim=writer)
         self._handles.clear()
+        if self._locks is not None:
+            self._locks.close()
+            self._locks = None
         if self._lock_fd is not None:
             self._fs.close(self._lock_fd)
             self._lock_fd = None

@@ -29,7 +29,8 @@ from .format import (
     FramedRecord,
     HeaderCorruption,
     SegmentHeader,
-    find_frames_after,
+)
+from .frames import (
     read_frame,
 )
 from .layout import (
@@ -44,7 +45,7 @@ from .layout import (
 from .options import RecoveryMode
 from .recovery import recover_run
 from .repair import QUARANTINE_TAIL, RecoveryReport
-from .scan import examine
+from .scan import examine, find_frames_after
 
 __all__ = [
     "Problem",

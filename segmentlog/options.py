@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 from .events import AgentEvent
 from .format import DEFAULT_MAX_RECORD_BYTES
+from .schema import event_classes
 
 __all__ = ["FsyncPolicy", "LogOptions", "OptionEnum", "RecoveryMode", "parse_options"]
 
@@ -108,6 +109,11 @@ class LogOptions:
     #: last frame when sealed and on a clean close. Turn off on copy-on-write file systems,
     #: where preallocation buys nothing. Default True.
     preallocate: bool = True
+    #: Let several processes write this directory at once, each opened with
+    #: ``multiprocess=True``: per-run locks between processes and a shared state record per
+    #: run. Costs a few system calls per append. Needs open-file-description locks (Linux).
+    #: Default False: one exclusive writer process.
+    multiprocess: bool = False
     #: On macOS, make fsyncs durable with ``fcntl(F_FULLFSYNC)``, which flushes the drive's
     #: cache; False uses plain ``fsync``, faster but not durable across power loss there.
     #: Ignored elsewhere. Default True.
@@ -116,12 +122,13 @@ class LogOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "fsync", FsyncPolicy.parse(self.fsync))
         object.__setattr__(self, "recovery", RecoveryMode.parse(self.recovery))
+        event_classes(self.event_type)  # a Struct, or a union of them, with run_id
         _check_range("fsync_interval_ms", self.fsync_interval_ms, 1, 3_600_000)
         _check_range("segment_bytes", self.segment_bytes, 4096, 1 << 30)
         _check_range("index_interval_bytes", self.index_interval_bytes, 64, 1 << 30)
         _check_range("max_record_bytes", self.max_record_bytes, 64, 256 * _MIB)
         _check_range("max_open_files", self.max_open_files, 2, 1 << 20)
-        for name in ("read_only", "validate_events", "preallocate", "full_fsync"):
+        for name in ("read_only", "validate_events", "preallocate", "full_fsync", "multiprocess"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         slow = self.slow_fsync_seconds

@@ -3,7 +3,7 @@
 Strategy and invariants
 - ``prepare`` is the whole CPU side of an append, so a bad event is refused before a byte is
   written: envelopes get their ids, seqs and session, are encoded into the caller's buffer
-  (``format.FrameEncoder``) and, with ``validate_events``, decoded back (``schema``).
+  (``frames.FrameEncoder``) and, with ``validate_events``, decoded back (``schema``).
 - It is pure: a failed preparation leaves the buffer exactly as it was, and nothing here
   knows a file, a lock or a policy. Frames of one preparation form one atomic batch: every
   frame but the last carries the CONTINUED bit.
@@ -19,7 +19,13 @@ from typing import Any, Generic, TypeVar
 
 from .durability import Request
 from .events import Envelope, new_event_id, utcnow
-from .format import FRAME_HEADER_SIZE, MAX_SEGMENT_OFFSET, FrameEncoder
+from .format import (
+    FRAME_HEADER_SIZE,
+    MAX_SEGMENT_OFFSET,
+)
+from .frames import (
+    FrameEncoder,
+)
 from .schema import EnvelopeCodec
 
 __all__ = ["Prepared", "Work", "check_import", "index_points", "make_envelopes", "prepare"]
@@ -28,19 +34,32 @@ E = TypeVar("E")
 
 
 class Work(Generic[E]):
-    """One caller's append: its events, or envelopes to import as they are."""
+    """One caller's append: its events (with their idempotency keys and the run's expected
+    last seq, if any), or envelopes to import as they are."""
 
-    __slots__ = ("events", "imported")
+    __slots__ = ("events", "expected_seq", "imported", "keys")
 
-    def __init__(self, events: list[E], imported: list[Envelope[E]] | None = None) -> None:
+    def __init__(
+        self,
+        events: list[E],
+        imported: list[Envelope[E]] | None = None,
+        keys: list[str | None] | None = None,
+        expected_seq: int | None = None,
+    ) -> None:
         self.events = events
         self.imported = imported
+        self.keys = keys
+        self.expected_seq = expected_seq
 
 
 class Prepared(Generic[E]):
-    """A request's envelopes and their frames: in ``buf``, starting at offsets ``starts``."""
+    """A request's envelopes and their frames: in ``buf``, starting at offsets ``starts``.
 
-    __slots__ = ("buf", "envelopes", "request", "starts")
+    ``aliases`` are requests of the same group that retried one of its keys: they get their
+    envelopes from this one once it is committed.
+    """
+
+    __slots__ = ("aliases", "buf", "envelopes", "request", "starts")
 
     def __init__(
         self, request: Request[list[Envelope[E]]], envelopes: list[Envelope[E]], buf: bytearray
@@ -49,6 +68,7 @@ class Prepared(Generic[E]):
         self.envelopes = envelopes
         self.buf = buf
         self.starts: list[int] = []
+        self.aliases: list[tuple[Request[list[Envelope[E]]], list[Envelope[E]]]] = []
 
 
 def make_envelopes(
@@ -57,15 +77,17 @@ def make_envelopes(
     session: uuid.UUID | None,
     events: list[E],
     seq: int,
+    keys: list[str | None] | None = None,
 ) -> list[Envelope[E]]:
     """Envelopes for ``events`` from ``seq`` on; a ``RunStarted`` sets the session."""
     session_of = codec.session_of
     out: list[Envelope[E]] = []
-    for event in events:
+    for i, event in enumerate(events):
         started = session_of(event)
         if started is not None:
             session = started
-        out.append(Envelope(new_event_id(), seq, run_id, session, event, utcnow()))
+        key = None if keys is None else keys[i]
+        out.append(Envelope(new_event_id(), seq, run_id, session, event, utcnow(), key))
         seq += 1
     return out
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from ._fs import FileSystem
@@ -32,11 +31,15 @@ from .events import Envelope
 from .format import (
     FRAME_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
+    STATE_DELETED,
+    STATE_FRAMES_ACKED,
     ZERO_FILL,
     FrameCorruption,
     frame_checksum,
     frame_length,
     segment_name,
+)
+from .frames import (
     walk_frames,
 )
 from .index import SparseIndex
@@ -44,8 +47,9 @@ from .layout import list_segments
 from .scan import scan
 from .schema import EnvelopeCodec, new_page
 from .segment import Segment
+from .shared import StateFile
 
-__all__ = ["Followed", "fingerprint", "follow", "read_page"]
+__all__ = ["Followed", "clamp_to_state", "fingerprint", "follow", "read_page"]
 
 E = TypeVar("E")
 
@@ -160,31 +164,60 @@ class Followed(Protocol):
     fingerprint: bytes | None
     view_lock: threading.Lock
     commit_lock: threading.Lock
+    state_file: StateFile
+
+    def reload(self) -> None: ...
 
 
-def follow(
-    fs: FileSystem, run: Followed, reload: Callable[[Followed], None], max_record: int
-) -> None:
+def follow(fs: FileSystem, run: Followed, boot: bytes, max_record: int) -> None:
     """Read-only: pick up frames and segments another process added since the last look.
 
     A run deleted (and perhaps re-created) behind the reader is noticed by its first frame's
-    checksum (its fingerprint) or a shrunken last segment, and loaded afresh by ``reload``.
+    checksum (its fingerprint), a shrunken last segment or its state record, and loaded
+    afresh. While the run's state record is current (written in this boot by a writer that
+    keeps a watermark), only frames up to its acknowledged seq are visible.
     """
     with run.commit_lock:
         fresh = not run.loaded or not run.segments
         if fresh or fingerprint(fs, run.dir) != run.fingerprint:
-            reload(run)
+            _reload(fs, run, boot)
             return
         for base in list_segments(fs, run.dir, writable=False):
             if base > run.bases[-1]:
                 if not _extend_tail(fs, run, max_record) or run.last_seq + 1 != base:
-                    return
+                    break
                 seg = Segment(run.dir, base, SparseIndex(base, run.segments[-1].index.interval))
                 with run.view_lock:
                     run.segments.append(seg)
                     run.bases.append(base)
-        if not _extend_tail(fs, run, max_record) and _shrunk(fs, run.segments[-1]):
-            reload(run)
+        else:
+            if not _extend_tail(fs, run, max_record) and _shrunk(fs, run.segments[-1]):
+                _reload(fs, run, boot)
+                return
+        if clamp_to_state(run, boot):
+            _reload(fs, run, boot)
+
+
+def _reload(fs: FileSystem, run: Followed, boot: bytes) -> None:
+    run.reload()
+    run.fingerprint = fingerprint(fs, run.dir) if run.segments else None
+    clamp_to_state(run, boot)
+
+
+def clamp_to_state(run: Followed, boot: bytes) -> bool:
+    """Hold the run's visible seq to its writer's watermark; True if the run was deleted."""
+    sf = run.state_file
+    if not sf.mapped and not sf.open(create=False):
+        return False
+    state = sf.read()
+    if state is None or not boot or state.boot != boot or state.flags & STATE_FRAMES_ACKED:
+        return False  # no current watermark: complete frames are acknowledged ones
+    if state.flags & STATE_DELETED:
+        sf.close()
+        return True
+    with run.view_lock:
+        run.visible_seq = min(run.last_seq, state.acked)
+    return False
 
 
 def fingerprint(fs: FileSystem, run_dir: str) -> bytes | None:

@@ -44,14 +44,15 @@ from .format import (
     HeaderCorruption,
     SegmentHeader,
     decode_segment_header,
-    find_frames_after,
+)
+from .frames import (
     read_frame,
 )
 from .index import SparseIndex
 from .layout import Layout, list_segments, segment_path
 from .options import RecoveryMode
 from .repair import RecoveryReport, Repairer
-from .scan import ScanResult, scan
+from .scan import ScanResult, find_frames_after, scan
 from .segment import Segment
 
 __all__ = ["RecoveredRun", "recover_run"]
@@ -218,6 +219,7 @@ class _Judge:
             return -1
         index, valid = SparseIndex.from_bytes(data, seg.base_seq, self.interval, size)
         seg.index = index
+        seg.index_file = True
         return valid if valid == len(data) else -valid - 2
 
     def _tail_start(self, seg: Segment, fd: int, size: int, sealed: bool) -> tuple[int, int, bytes]:
@@ -256,7 +258,8 @@ class _Judge:
         seg.size = seg.allocated = at
         seg.last_seq = last_kept
         seg.index.truncate(at)
-        self.repair.rewrite_index(seg.base_seq, seg.index.to_bytes(), -1)  # drop stale points
+        if seg.index_file:
+            self.repair.rewrite_index(seg.base_seq, seg.index.to_bytes(), -1)  # drop stale points
 
     def _judge_sealed(self, seg: Segment, result: ScanResult, next_base: int) -> bool:
         expected_last = next_base - 1
@@ -346,12 +349,12 @@ class _Judge:
         return _REMOVED
 
     def _fix_index(self, seg: Segment, result: ScanResult, index_state: int) -> None:
-        """Add the index points the scan found, rewriting a damaged or missing index file."""
+        """Add the index points the scan found, rewriting the index file when they (or the
+        points dropped as untrusted before the scan) make it differ from what is held."""
         added = seg.index.extend(result.index_points, seg.size)
         if not self.writable or not (added or index_state < -1):
             return
-        if index_state < -1 or index_state == -1:
-            self.repair.rewrite_index(seg.base_seq, seg.index.to_bytes(), -index_state - 2)
-        else:
-            seg.write_index(self.fs, added)
-            seg.close(self.fs)
+        if not seg.index_file and seg.size < seg.index_file_min:
+            return  # a small segment keeps its index in memory (segment.write_index)
+        self.repair.rewrite_index(seg.base_seq, seg.index.to_bytes(), -index_state - 2)
+        seg.index_file = True

@@ -30,12 +30,16 @@ from ._fs import FileSystem
 from .durability import FsyncTimer, GroupCommit, LogState, Request
 from .errors import AppendError
 from .events import Envelope
-from .format import FrameEncoder
+from .frames import (
+    FrameEncoder,
+)
+from .keys import KeyIndex, decide
 from .layout import Layout
 from .options import FsyncPolicy, LogOptions
 from .prepare import Prepared, Work, check_import, index_points, make_envelopes, prepare
 from .schema import EnvelopeCodec
 from .segment import Segment
+from .shared import RunLocks, SharedRun, StateFile, new_epoch
 
 __all__ = ["Run", "RunContext"]
 
@@ -54,6 +58,9 @@ class RunContext(Generic[E]):
         timer: FsyncTimer,
         touch: Any,
         notify: Any,
+        recover: Any,
+        read: Any,
+        locks: RunLocks | None,
     ) -> None:
         self.fs = fs
         self.layout = layout
@@ -77,9 +84,20 @@ class RunContext(Generic[E]):
         self.touch = touch
         #: Called after appends became visible (wakes ``wait_for``).
         self.notify = notify
+        #: Called with a run to recover it from its files (None: it has no directory).
+        self.recover = recover
+        #: Called as ``read(run, after_seq, limit)`` for envelopes of a run (the read path).
+        self.read = read
+        #: The per-run locks between processes (``multiprocess=True``), else None.
+        self.locks = locks
+        self.writable = not options.read_only
+        #: Keep each run's shared state record current: between processes it is how writers
+        #: find each other's appends, and durable writers publish their watermark in it.
+        self.keep_state = self.writable and (locks is not None or self.durable_ack)
+        self.boot = fs.boot_id()
 
 
-class Run(Generic[E]):
+class Run(SharedRun, Generic[E]):
     """In-memory state and the write path of one run. See the module docstring."""
 
     def __init__(self, ctx: RunContext[E], run_id: uuid.UUID) -> None:
@@ -108,6 +126,13 @@ class Run(Generic[E]):
         self.runs_dir_pending = False
         #: Read-only: identifies the run's incarnation (the first frame's checksum).
         self.fingerprint: bytes | None = None
+        #: The shared state record, and the incarnation this view belongs to.
+        #: The run's idempotency keys, built on first use (``keys.py``).
+        self.keys: KeyIndex | None = None
+        self.state_file = StateFile(ctx.fs, self.dir, writable=ctx.writable)
+        self.epoch = 0
+        if ctx.locks is not None:
+            self.run_lock = ctx.locks.for_run(run_id)
         self.appends = 0
         self.bytes_written = 0
 
@@ -117,6 +142,7 @@ class Run(Generic[E]):
         self, segments: list[Segment], last_seq: int, last_payload: bytes | None, writable: bool
     ) -> None:
         """Take the state recovery established. Holds ``commit_lock``."""
+        self.keys = None  # built again from the recovered frames when next needed
         with self.view_lock:
             self.segments = segments
             self.bases = [s.base_seq for s in segments]
@@ -131,6 +157,7 @@ class Run(Generic[E]):
 
     def reset(self) -> None:
         """Forget everything: the run was deleted. Holds ``commit_lock``."""
+        self.keys = None
         with self.view_lock:
             self.segments = []
             self.bases = []
@@ -155,10 +182,15 @@ class Run(Generic[E]):
     # --- appending -------------------------------------------------------------------------
 
     def append(
-        self, events: list[E], imported: list[Envelope[E]] | None = None
+        self,
+        events: list[E],
+        imported: list[Envelope[E]] | None = None,
+        keys: list[str | None] | None = None,
+        expected_seq: int | None = None,
     ) -> list[Envelope[E]]:
-        """Append events (or import envelopes) atomically; returns their envelopes."""
-        work = Work(events, imported)
+        """Append events (or import envelopes) atomically; returns their envelopes (or the
+        ones the run holds for their keys)."""
+        work = Work(events, imported, keys, expected_seq)
         if self.committer is not None:
             return self.committer.submit(work, self._commit_group)
         req: Request[list[Envelope[E]]] = Request(work)
@@ -181,17 +213,38 @@ class Run(Generic[E]):
         first event leaves no run behind.
         """
         self.ctx.state.check_writable()
+        if self.ctx.locks is None:
+            self._commit_all(requests)
+            return
+        self.enter()
+        try:
+            self._commit_all(requests)
+        finally:
+            self.leave()
+
+    def _commit_all(self, requests: list[Request[list[Envelope[E]]]]) -> None:
         seg = self.active_segment() if self.segments else None
         pending: list[Prepared[E]] = []
+        keyed: dict[str, tuple[Prepared[E], Envelope[E]]] = {}  # keys this group appends
         buf = bytearray()
         seq = self.last_seq
         for req in requests:
             start = len(buf)
             try:
+                work: Work[E] = req.work
+                if work.keys is not None or work.expected_seq is not None:
+                    held = self._decide(work, seq, keyed)
+                    if held is not None:
+                        self._hold(req, held, keyed)
+                        continue
                 prepared = self.prepare(req, seq + 1, seg.synced if seg else 0, buf)
             except (AppendError, ValueError, TypeError) as exc:
                 req.error = exc
                 continue
+            if work.keys is not None:
+                for env in prepared.envelopes:
+                    if env.key is not None:
+                        keyed[env.key] = (prepared, env)
             if seg is None:
                 seg = self._create()
             elif not seg.room_for(len(buf), self.ctx.segment_bytes):
@@ -206,6 +259,53 @@ class Run(Generic[E]):
         if pending:
             assert seg is not None
             self._commit_prepared(seg, buf, pending)
+
+    def _decide(
+        self, work: Work[E], last_seq: int, keyed: dict[str, tuple[Prepared[E], Envelope[E]]]
+    ) -> list[Envelope[E]] | None:
+        """The stored envelopes a conditional append returns, or None to append it."""
+
+        keys = work.keys
+        if keys is not None and work.expected_seq is None:
+            held = self.key_index().seqs
+            if not any(k in held or k in keyed for k in keys if k is not None):
+                return None  # every key is new: the common case, decided at once
+
+        def stored(key: str) -> Envelope[E] | None:
+            queued = keyed.get(key)
+            return queued[1] if queued is not None else self.stored(key)
+
+        return decide(self.id, work.events, keys, work.expected_seq, last_seq, stored)
+
+    @staticmethod
+    def _hold(
+        req: Request[list[Envelope[E]]],
+        held: list[Envelope[E]],
+        keyed: dict[str, tuple[Prepared[E], Envelope[E]]],
+    ) -> None:
+        """Answer a retry with what is held: at once, or when the group's commit lands."""
+        for env in held:
+            queued = keyed.get(env.key) if env.key is not None else None
+            if queued is not None and queued[1] is env:
+                queued[0].aliases.append((req, held))
+                return
+        req.result = held
+
+    def key_index(self) -> KeyIndex:
+        """The run's key index, built from its frames on first use. Holds ``commit_lock``."""
+        if self.keys is None:
+            with self.view_lock:
+                plan = [(s, s.size, s.last_seq) for s in self.segments]
+            self.keys = KeyIndex.build(self.ctx.fs, plan, self.ctx.options.max_record_bytes)
+        return self.keys
+
+    def stored(self, key: str) -> Envelope[E] | None:
+        """The envelope this run holds under ``key``, if any (builds the key index once)."""
+        seq = self.key_index().seqs.get(key)
+        if seq is None or seq > self.visible_seq:
+            return None
+        found: list[Envelope[E]] = self.ctx.read(self, seq - 1, 1)
+        return found[0] if found and found[0].key == key else None
 
     def prepare(
         self, req: Request[list[Envelope[E]]], first_seq: int, mark: int, buf: bytearray
@@ -224,7 +324,9 @@ class Run(Generic[E]):
                 with self.view_lock:
                     self.load_tail()
             session = self.session_id
-            envelopes = make_envelopes(ctx.codec, self.id, session, work.events, first_seq)
+            envelopes = make_envelopes(
+                ctx.codec, self.id, session, work.events, first_seq, work.keys
+            )
         return prepare(ctx.encoder, ctx.check, req, envelopes, mark, buf)
 
     def _commit_prepared(
@@ -256,10 +358,19 @@ class Run(Generic[E]):
             self.session_id = tail.session_id
             self.terminal = bool(getattr(type(tail.event), "terminal", False))
             self.tail_payload = None
+        if ctx.keep_state:
+            self.publish_state()
         count = 0
+        held = self.keys.seqs if self.keys is not None else None
         for p in prepared:
             p.request.result = p.envelopes
+            for alias, envs in p.aliases:
+                alias.result = envs
             count += len(p.envelopes)
+            if held is not None:
+                for env in p.envelopes:
+                    if env.key is not None:
+                        held[env.key] = env.seq
         self.appends += count
         self.bytes_written += len(buf)
         ctx.notify()
@@ -294,6 +405,9 @@ class Run(Generic[E]):
             except FileExistsError:
                 pass
             seg = Segment.create(fs, self.dir, self.id, 1, self.ctx.interval)
+            if self.ctx.keep_state:
+                self.epoch = new_epoch()
+                self.state_file.open(create=True)
         except OSError as exc:
             raise self.ctx.state.fail(exc) from exc
         with self.view_lock:
@@ -362,14 +476,22 @@ class Run(Generic[E]):
             return False
         try:
             fs = self.ctx.fs
+            trim = trim and self.ctx.locks is None  # others may be writing past our view
             for seg in self.segments:
                 if trim and seg.fd is None and seg.allocated > seg.size:
                     with contextlib.suppress(OSError):
                         seg.open_writer(fs)
                 seg.close(fs, trim=trim)
+            self.state_file.close()
             return True
         finally:
             self.commit_lock.release()
+
+    def close_files(self) -> None:
+        """Close descriptors and the state mapping (before this view is rebuilt)."""
+        for seg in self.segments:
+            seg.close(self.ctx.fs)
+        self.state_file.close()
 
     @property
     def open_files(self) -> int:
@@ -382,8 +504,8 @@ class Run(Generic[E]):
         Raises ``OSError`` (the caller fails stop). Holds ``commit_lock``.
         """
         fs = self.ctx.fs
-        for seg in self.segments:
-            seg.close(fs)
+        self.mark_deleted()
+        self.close_files()
         try:
             fs.rename(self.dir, trash_path)
         except FileNotFoundError:

@@ -31,12 +31,11 @@ from .format import (
     SegmentHeader,
     ZeroFill,
     decode_segment_header,
-    find_frames_after,
     frame_length,
-    scan_frames,
 )
+from .frames import read_frame, scan_frames
 
-__all__ = ["Damage", "ScanResult", "SegmentExam", "examine", "scan"]
+__all__ = ["Damage", "ScanResult", "SegmentExam", "examine", "find_frames_after", "scan"]
 
 
 @dataclass
@@ -187,3 +186,25 @@ def examine(
         result = scan(data[restart.offset :], restart.offset, restart.seq, max_record_bytes)
         exam.last_seq = max(exam.last_seq, result.last_seq)
     return exam
+
+
+def find_frames_after(
+    buf: bytes, base: int, after: int, min_seq: int, max_record_bytes: int
+) -> list[FramedRecord]:
+    """Every verifying frame that starts after absolute offset ``after``, with seq >= min_seq.
+
+    Resynchronises by searching for the frame magic, so it finds frames behind damage whose
+    length field is unreadable. Offsets in the result are absolute; payloads are dropped.
+    """
+    found: list[FramedRecord] = []
+    pos = buf.find(FRAME_MAGIC, max(0, after - base + 1))
+    while pos != -1:
+        record = read_frame(buf, pos, max_record_bytes)
+        if isinstance(record, FramedRecord) and record.seq >= min_seq:
+            found.append(
+                record._replace(offset=base + record.offset, end=base + record.end, payload=b"")
+            )
+            pos = buf.find(FRAME_MAGIC, record.end)
+        else:
+            pos = buf.find(FRAME_MAGIC, pos + 1)
+    return found

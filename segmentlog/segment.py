@@ -17,8 +17,8 @@ Strategy and invariants
   gives).
 - ``append`` writes a buffer of whole frames; on any error it cuts the file back to where it
   was, so no half frame stays behind, and re-raises. The run then fails stop.
-- The index file is created lazily, on the first point that is due, and written without
-  fsync: it is a cache (``index.py``); an error writing it is swallowed.
+- The index file is created lazily, once the segment holds ``INDEX_FILE_INTERVALS`` intervals, and
+  written without fsync: it is a cache (``index.py``); an error writing it is swallowed.
 """
 
 from __future__ import annotations
@@ -37,8 +37,11 @@ from .format import (
 )
 from .index import SparseIndex
 
-__all__ = ["PREALLOCATE_MAX", "PREALLOCATE_MIN", "Segment"]
+__all__ = ["INDEX_FILE_INTERVALS", "PREALLOCATE_MAX", "PREALLOCATE_MIN", "Segment"]
 
+#: A segment's index is kept in memory only until the segment holds this many index
+#: intervals of frames (64 KiB with the default 4 KiB interval).
+INDEX_FILE_INTERVALS = 16
 #: The first chunk reserved ahead of the write offset, and the largest one.
 PREALLOCATE_MIN = 64 * 1024
 PREALLOCATE_MAX = 8 * 1024 * 1024
@@ -55,6 +58,7 @@ class Segment:
         "header",
         "index",
         "index_fd",
+        "index_file",
         "last_seq",
         "path",
         "size",
@@ -77,11 +81,18 @@ class Segment:
         self.index = index
         #: A new segment's header, until it is written with the first frames.
         self.header: bytes | None = None
+        #: True once the index file exists (so new points are appended to it).
+        self.index_file = False
 
     @property
     def index_path(self) -> str:
         """Path of this segment's sparse index file."""
         return f"{self.dir}/{index_name(self.base_seq)}"
+
+    @property
+    def index_file_min(self) -> int:
+        """Below this size the segment's index stays in memory (``write_index``)."""
+        return SEGMENT_HEADER_SIZE + INDEX_FILE_INTERVALS * self.index.interval
 
     @property
     def frames(self) -> int:
@@ -193,13 +204,23 @@ class Segment:
                     written += fs.pwrite(fd, view[written:], offset + written)
 
     def write_index(self, fs: FileSystem, entries: bytes) -> None:
-        """Append encoded index entries, creating the file on first use (a cache: errors are
-        swallowed, and cost only a longer scan later)."""
+        """Persist index entries just added (a cache: errors are swallowed, and cost only a
+        longer scan later).
+
+        A segment holds its index in memory only until it reaches ``index_file_min`` bytes:
+        below that a reopen scans it whole at no real cost, and a small run saves the file.
+        The file is then written with every point so far, and appended to after that.
+        """
         if not entries:
             return
         with contextlib.suppress(OSError):
             if self.index_fd is None:
+                if not self.index_file and self.size < self.index_file_min:
+                    return
                 self.index_fd = fs.open_append(self.index_path, create=True)
+                if not self.index_file and fs.size(self.index_fd) == 0:
+                    entries = self.index.to_bytes()  # the first write holds every point
+                self.index_file = True
             fs.write(self.index_fd, entries)
 
     def sync(self, fs: FileSystem, timer: FsyncTimer) -> None:

@@ -46,11 +46,23 @@ E = TypeVar("E")
 class EventStore(Protocol[E]):
     """A durable, per-run, append-only sequence of events."""
 
-    def append(self, event: E) -> Envelope[E]:
-        """Store ``event`` and return its envelope; raises ``AppendError`` if not persisted."""
+    def append(
+        self, event: E, *, key: str | None = None, expected_seq: int | None = None
+    ) -> Envelope[E]:
+        """Store ``event`` and return its envelope; raises ``AppendError`` if not persisted.
+
+        ``key``: an idempotency key, unique in the run (a retry returns the stored envelope).
+        ``expected_seq``: store only if the run's last seq equals it (``SeqConflictError``).
+        """
         ...
 
-    def append_batch(self, events: Sequence[E]) -> list[Envelope[E]]:
+    def append_batch(
+        self,
+        events: Sequence[E],
+        *,
+        keys: Sequence[str | None] | None = None,
+        expected_seq: int | None = None,
+    ) -> list[Envelope[E]]:
         """Store several events atomically per run; envelopes come back in input order."""
         ...
 

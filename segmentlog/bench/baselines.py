@@ -13,7 +13,7 @@ Strategy and invariants
 - With several threads, SQLite gets one shared connection behind a lock. Per-thread
   connections would make writers wait in SQLite's busy handler, which sleeps in whole
   milliseconds and would make SQLite look slower than it can be.
-- The raw floor writes the very frames the engine writes (``format.FrameEncoder``) into one
+- The raw floor writes the very frames the engine writes (``frames.FrameEncoder``) into one
   file, one ``os.write`` per 64 KiB and no other bookkeeping, and reads them back with one big
   read and a ``read_frame`` walk. It is the limit of pure Python with this codec on this disk:
   the engine can approach it, not beat it. The durable floor is ``os.write`` + ``fdatasync``
@@ -32,7 +32,14 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from ..events import AgentEvent, Envelope
-from ..format import DEFAULT_MAX_RECORD_BYTES, FramedRecord, FrameEncoder, read_frame
+from ..format import (
+    DEFAULT_MAX_RECORD_BYTES,
+    FramedRecord,
+)
+from ..frames import (
+    FrameEncoder,
+    read_frame,
+)
 from ..schema import EnvelopeCodec
 from .data import Stamper, envelope_decoder, envelope_encoder
 from .timing import Sample, latency_sample, peak_rss_kib, rss_kib, run_threads

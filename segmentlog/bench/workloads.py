@@ -27,7 +27,9 @@ from typing import Any
 import segmentlog
 
 from ..events import Envelope
-from ..format import FrameEncoder
+from ..frames import (
+    FrameEncoder,
+)
 from .data import Stamper
 from .timing import Sample, latency_sample, peak_rss_kib, percentile, rss_kib, run_threads
 

@@ -16,14 +16,6 @@ import pytest
 
 BACKENDS = ["memory", "segmentlog", pytest.param("postgres", marks=pytest.mark.postgres)]
 
-#: The backends that implement idempotency keys and ``expected_seq``; the idempotency tests
-#: run on these only (``pytestmark`` in their modules). The segmentlog backend joins when the
-#: engine implements them: then this list is ``BACKENDS`` and the restriction goes.
-IDEMPOTENT_BACKENDS = ["memory", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-#: Put on a module whose tests need keys and expected_seq: runs ``backend`` on those backends.
-only_idempotent_backends = pytest.mark.parametrize("backend", IDEMPOTENT_BACKENDS, indirect=True)
-
 
 class Backend(Protocol):
     """One store under test, over storage that outlives ``reopen``."""

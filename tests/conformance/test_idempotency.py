@@ -1,5 +1,5 @@
 """Idempotent and conditional appends (``key=``, ``keys=``, ``expected_seq=``), on every
-backend that implements them (``conftest.IDEMPOTENT_BACKENDS``).
+backend.
 
 The rules, in the order a backend applies them:
 1. Arguments (keys, ``expected_seq``, events) are checked before anything touches storage;
@@ -33,10 +33,7 @@ from segmentlog import (
     RunStarted,
     SeqConflictError,
 )
-from tests.conformance.conftest import only_idempotent_backends
 from tests.conformance.events_factory import text_delta
-
-pytestmark = only_idempotent_backends
 
 
 def _seqs(store: Any, run_id: uuid.UUID) -> list[int]:

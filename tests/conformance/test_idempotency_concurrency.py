@@ -1,5 +1,5 @@
 """Idempotent and conditional appends under concurrency, on every backend that implements
-them (``conftest.IDEMPOTENT_BACKENDS``).
+them: every backend.
 
 Writers are threads sharing one store; on PostgreSQL each thread's call runs on a
 connection of its own (the store lends one per call), so the races are between connections.
@@ -20,10 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from segmentlog import Envelope, IdempotencyConflictError, SeqConflictError, TextDelta
-from tests.conformance.conftest import only_idempotent_backends
 from tests.conformance.events_factory import text_delta
-
-pytestmark = only_idempotent_backends
 
 KEYS = 6
 STAMP = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

@@ -37,7 +37,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from segmentlog._fs import FileSystem
 
@@ -121,6 +121,29 @@ class _Fault:
     crash: bool = False  # torn write: the process dies once the prefix landed
 
 
+class _FaultMap:
+    """A shared mapping of a FaultFS file: reads and stores go to its live bytes."""
+
+    __slots__ = ("_fs", "_node")
+
+    def __init__(self, fs: FaultFS, node: _File) -> None:
+        self._fs = fs
+        self._node = node
+
+    def read(self, offset: int, size: int) -> bytes:
+        with self._fs._mutex:
+            self._fs._enter("map_read", "<map>")
+            return bytes(self._node.data[offset : offset + size])
+
+    def write(self, offset: int, data: bytes) -> None:
+        with self._fs._mutex:
+            self._fs._enter("map_write", "<map>")
+            self._node.data[offset : offset + len(data)] = data
+
+    def close(self) -> None:
+        pass
+
+
 class FaultFS(FileSystem):
     """An in-memory ``FileSystem`` that remembers what was synced and injects faults.
 
@@ -150,6 +173,8 @@ class FaultFS(FileSystem):
         #: The largest ``size`` any single ``pread`` asked for.
         self.largest_read = 0
         self._dead = False
+        #: Changes at every power loss, as a machine's boot id does at every boot.
+        self._boot = os.urandom(16)
 
     # --- fault knobs ------------------------------------------------------------------------
 
@@ -294,6 +319,7 @@ class FaultFS(FileSystem):
         rng = rng or random.Random(0)
         with self._mutex:
             self.crash()
+            self._boot = os.urandom(16)
             seen: dict[int, _File | _Dir] = {}
             self._root = self._restore_dir(self._root, mode, rng, seen)
 
@@ -376,6 +402,7 @@ class FaultFS(FileSystem):
         """An independent copy of the live and durable state, with no descriptors or faults."""
         with self._mutex:
             copy = FaultFS(sector=self.sector, clock=self.clock)
+            copy._boot = self._boot
             memo: dict[int, _File | _Dir] = {}
             copy._root = self._copy_node(self._root, memo)  # type: ignore[assignment]
             return copy
@@ -680,6 +707,21 @@ class FaultFS(FileSystem):
         with self._mutex:
             self._enter("size", f"<fd {fd}>")
             return len(self._desc(fd).node.data)
+
+    @property
+    def shared_locks(self) -> bool:
+        return False  # one process: multiprocess logs run on the real file system
+
+    def map_shared(self, fd: int, size: int, *, writable: bool = True) -> Any:
+        with self._mutex:
+            self._enter("map_shared", self._path_of(fd))
+            node = self._desc(fd).node
+            if len(node.data) < size:
+                raise _oserror(errno.EINVAL, self._path_of(fd))
+            return _FaultMap(self, node)
+
+    def boot_id(self) -> bytes:
+        return self._boot
 
     def lock(self, fd: int, *, shared: bool = False) -> bool:
         with self._mutex:

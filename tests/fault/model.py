@@ -25,6 +25,8 @@ from segmentlog.format import (
     DEFAULT_MAX_RECORD_BYTES,
     SEGMENT_HEADER_SIZE,
     FramedRecord,
+)
+from segmentlog.frames import (
     read_frame,
 )
 
@@ -49,7 +51,7 @@ __all__ = [
 #: Where the crash tests put the log inside a ``FaultFS``.
 LOG_DIR = "/data/log"
 #: Small segments and index intervals, so a few dozen appends roll segments and index often.
-SMALL: dict[str, Any] = {"segment_bytes": 4096, "index_interval_bytes": 256}
+SMALL: dict[str, Any] = {"segment_bytes": 4096, "index_interval_bytes": 128}
 
 
 def fresh_fs() -> FaultFS:

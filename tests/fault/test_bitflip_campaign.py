@@ -1,7 +1,7 @@
 """A campaign of single-bit flips over a whole log, each recovered in all three modes in turn.
 
 The base log lives in a ``FaultFS``: three runs, about 600 events from single appends and
-atomic batches of 2..5, in 4 KiB segments (several per run) with a 256-byte index interval. It
+atomic batches of 2..5, in 4 KiB segments (several per run) with a 128-byte index interval. It
 is written in three phases, so its frames carry every kind of durable mark: under ``always``
 (closed cleanly), under ``never`` (marks that vouch for nothing), then under ``batch``, ended by
 a process crash that leaves the last segments' preallocated zeros behind.
@@ -50,7 +50,7 @@ SOAK = os.environ.get("SEGMENTLOG_SOAK") == "1"
 FLIPS = 20_000 if SOAK else 2_000
 RUNS = [uuid.UUID(int=0x0190A8C4_1E00_7000_8000_0000_00B1_F000 + i) for i in range(3)]
 MODES = ["strict", "tolerate_tail", "salvage"]
-OPTIONS: dict[str, Any] = {"segment_bytes": 4096, "index_interval_bytes": 256}
+OPTIONS: dict[str, Any] = {"segment_bytes": 4096, "index_interval_bytes": 128}
 ENCODE = msgspec.msgpack.Encoder(uuid_format="bytes").encode
 #: Failures kept for the message (all are counted).
 SHOWN = 15

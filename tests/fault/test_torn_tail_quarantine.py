@@ -39,12 +39,8 @@ import pytest
 
 import segmentlog
 from segmentlog import CorruptionError, maintenance
-from segmentlog.format import (
-    DEFAULT_MAX_RECORD_BYTES,
-    FRAME_HEADER_SIZE,
-    SEGMENT_SUFFIX,
-    find_frames_after,
-)
+from segmentlog.format import DEFAULT_MAX_RECORD_BYTES, FRAME_HEADER_SIZE, SEGMENT_SUFFIX
+from segmentlog.scan import find_frames_after
 
 from .children import kill_and_read
 from .faultfs import FaultFS, SimulatedCrash

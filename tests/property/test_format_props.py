@@ -38,10 +38,12 @@ from segmentlog.format import (
     NEED_DATA,
     ZERO_FILL,
     FrameCorruption,
-    FrameDecoder,
     FramedRecord,
-    FrameEncoder,
     NeedData,
+)
+from segmentlog.frames import (
+    FrameDecoder,
+    FrameEncoder,
     read_frame,
 )
 from segmentlog.schema import EnvelopeCodec

@@ -62,9 +62,7 @@ from segmentlog.format import (
     SEGMENT_MAGIC,
     ZERO_FILL,
     FrameCorruption,
-    FrameDecoder,
     FramedRecord,
-    FrameEncoder,
     HeaderCorruption,
     NeedData,
     SegmentHeader,
@@ -72,12 +70,16 @@ from segmentlog.format import (
     decode_segment_header,
     encode_index_entry,
     encode_segment_header,
-    find_frames_after,
     index_name,
     parse_segment_name,
-    read_frame,
     segment_name,
 )
+from segmentlog.frames import (
+    FrameDecoder,
+    FrameEncoder,
+    read_frame,
+)
+from segmentlog.scan import find_frames_after
 from segmentlog.schema import EnvelopeCodec, event_classes, new_page
 
 RUN = uuid.UUID("0190a8c4-1e00-7000-8000-00000000a11d")

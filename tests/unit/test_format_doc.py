@@ -1,7 +1,7 @@
-"""FORMAT.md is normative: its constants, field tables and worked example must match codec.py.
+"""FORMAT.md is normative: its constants, field tables and worked example must match format.py.
 
 The document is parsed, not copied: each test reads a table or a fenced block out of
-FORMAT.md and checks it against the codec, so editing either side alone fails here.
+FORMAT.md and checks it against format.py, so editing either side alone fails here.
 """
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ from segmentlog.format import (
     NEED_DATA,
     SEGMENT_HEADER_SIZE,
     FramedRecord,
-    FrameEncoder,
     SegmentHeader,
     decode_index,
     decode_segment_header,
     encode_index_entry,
     encode_segment_header,
+)
+from segmentlog.frames import (
+    FrameEncoder,
     read_frame,
 )
 from segmentlog.schema import EnvelopeCodec
@@ -188,6 +190,22 @@ def test_frame_header_table_matches_the_struct_and_the_checksum_start() -> None:
     assert "bit 31 (`FRAME_CONTINUED`)" in durable["Meaning"]
     assert codec.FRAME_CONTINUED == 1 << 31
     assert codec.MAX_SEGMENT_OFFSET == (1 << 31) - 1
+
+
+def test_state_record_table_matches_the_struct_and_its_checksum() -> None:
+    rows = table_rows(section("state record"), "Offset")
+    layout = struct_layout(codec.STATE_RECORD.format + codec.STATE_CHECKSUM.format[1:])
+    assert field_layout(rows) == layout
+    assert [r["Field"] for r in rows][-1] == "checksum"
+    assert sum(int(r["Width"]) for r in rows) == codec.STATE_RECORD_SIZE
+    assert f"bytes `[0, {codec.STATE_RECORD.size})`" in rows[-1]["Meaning"]
+    assert "`53 4c 53 54`" in rows[0]["Meaning"]
+    flags = next(r for r in rows if r["Field"] == "flags")["Meaning"]
+    assert f"`STATE_DELETED` ({codec.STATE_DELETED})" in flags
+    assert f"`STATE_FRAMES_ACKED` ({codec.STATE_FRAMES_ACKED})" in flags
+    text = " ".join(section("state record").split())
+    assert f"a {codec.STATE_FILE_SIZE}-byte file" in text
+    assert f"a busy byte at offset {codec.STATE_BUSY_AT}" in text
 
 
 def test_index_entry_table_matches_the_struct() -> None:

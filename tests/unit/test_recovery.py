@@ -32,11 +32,13 @@ from segmentlog.format import (
     FRAME_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
     FramedRecord,
+)
+from segmentlog.frames import (
     read_frame,
 )
 from segmentlog.maintenance import recover, verify
 
-SMALL = {"segment_bytes": 4096, "index_interval_bytes": 256, "fsync": "never"}
+SMALL = {"segment_bytes": 4096, "index_interval_bytes": 128, "fsync": "never"}
 
 
 def delta(run_id: uuid.UUID, text: str = "x") -> TextDelta:

@@ -11,6 +11,8 @@ from segmentlog.format import (
     FRAME_HEADER_SIZE,
     SEGMENT_HEADER_SIZE,
     FramedRecord,
+)
+from segmentlog.frames import (
     FrameEncoder,
     read_frame,
 )

@@ -16,10 +16,12 @@ from segmentlog.durability import FsyncTimer
 from segmentlog.events import Envelope, TextDelta
 from segmentlog.format import (
     SEGMENT_HEADER_SIZE,
-    FrameEncoder,
     SegmentHeader,
     decode_segment_header,
     segment_name,
+)
+from segmentlog.frames import (
+    FrameEncoder,
 )
 from segmentlog.index import SparseIndex
 from segmentlog.scan import scan
@@ -76,15 +78,20 @@ def test_append_then_read_back_and_cut(tmp_path: Path) -> None:
         buf, offsets = frames(range(1, 6))
         seg.append(OS_FS, buf, 5)
         assert (seg.size, seg.last_seq, seg.frames) == (H + len(buf), 5, 5)
-        assert not os.path.exists(seg.index_path)  # created lazily
         seg.write_index(OS_FS, seg.index.extend([(3, H + offsets[2])]))
-        assert os.path.getsize(seg.index_path) == 16
+        assert len(seg.index) == 1
+        assert not os.path.exists(seg.index_path)  # a small segment keeps it in memory
+        more, _ = frames(range(6, 40))
+        seg.append(OS_FS, more, 39)
+        assert seg.size >= seg.index_file_min
+        seg.write_index(OS_FS, seg.index.extend([(20, seg.size - 100)]))
+        assert os.path.getsize(seg.index_path) == 32  # written whole once it is worth it
         data = (tmp_path / segment_name(1)).read_bytes()
         result = scan(data[H:], H, 1, MAX)
-        assert result.damage is None and result.last_seq == 5
+        assert result.damage is None and result.last_seq == 39
         seg.cut(OS_FS, H + offsets[2], 2)
         assert (seg.size, seg.last_seq) == (H + offsets[2], 2)
-        assert len(seg.index) == 0  # the point at seq 3 was at the cut
+        assert len(seg.index) == 0  # the points at seq 3 and 20 were at or past the cut
         assert os.path.getsize(seg.path) == H + offsets[2]
     finally:
         seg.close(OS_FS)

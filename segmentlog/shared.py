@@ -1,0 +1,431 @@
+"""Sharing runs between processes: per-run writer locks and the run's shared state record.
+
+Strategy and invariants
+- Writers that open a directory with ``multiprocess=True`` exclude each other per run with
+  an open-file-description lock on one byte of ``<dir>/LOCKS``, at an offset hashed from the
+  run id (``RunLocks``). OFD locks belong to the descriptor, so closing some other
+  descriptor of the file never drops one (the POSIX ``fcntl`` pitfall), and a process that
+  dies releases its locks. Two runs whose hashes collide simply share a lock: the process
+  counts its holders per slot, so one run never releases another's lock.
+- ``StateFile`` maps a run's ``STATE`` file (FORMAT.md): the active segment, the data end,
+  the last acknowledged seq, the run's epoch (its incarnation), the boot the record was
+  written in, and a busy byte that a writer sets while it is between its first write and its
+  update of the record. Mapped, reading and updating it costs no system call.
+- The record is a cache and is never fsynced: a record of another boot (a power loss may
+  have lost its last updates), of another epoch, unreadable, or left busy by a writer that
+  died makes the next lock holder recover the run from its files.
+- Readers in any process deliver frames only up to ``acked`` while the record is current
+  (same boot, no ``FRAMES_ACKED`` flag), so a frame whose fsync failed is never delivered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import struct
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from ._fs import FileSystem, SharedMap
+from .format import (
+    STATE_BUSY_AT,
+    STATE_DELETED,
+    STATE_FILE_SIZE,
+    STATE_FRAMES_ACKED,
+    STATE_NAME,
+    STATE_RECORD_SIZE,
+    RunState,
+    decode_run_state,
+    encode_run_state,
+    xxh3_64,
+)
+from .frames import (
+    walk_frames,
+)
+from .keys import KeyIndex, keys_of
+from .scan import scan
+from .schema import new_page
+from .segment import Segment
+
+__all__ = ["LOCKS", "RunLock", "RunLocks", "SharedRun", "StateFile", "new_epoch"]
+
+#: The file whose bytes carry the per-run writer locks.
+LOCKS = "LOCKS"
+_SLOT_MASK = (1 << 62) - 1
+_TAIL = struct.Struct("<QQQ")  # base, end, acked
+_SUM = struct.Struct("<Q")
+_WITH_BUSY = 65  # the record and the busy byte after it (STATE_BUSY_AT + 1)
+
+
+class RunLock:
+    """One run's lock between processes, and the in-process lock that guards its slot."""
+
+    __slots__ = ("_guard", "_lock", "_unlock")
+
+    def __init__(self, guard: threading.Lock, lock: Any, unlock: Any) -> None:
+        self._guard = guard
+        self._lock = lock
+        self._unlock = unlock
+
+    def acquire(self) -> None:
+        """Hold the run against other processes, waiting for them."""
+        self._guard.acquire()
+        try:
+            self._lock()
+        except BaseException:
+            self._guard.release()
+            raise
+
+    def release(self) -> None:
+        """Let other processes have the run."""
+        try:
+            self._unlock()
+        finally:
+            self._guard.release()
+
+
+class RunLocks:
+    """The directory's per-run writer locks, shared by every multiprocess writer."""
+
+    def __init__(self, fs: FileSystem, path: str) -> None:
+        self._fs = fs
+        self.fd = fs.open_append(f"{path}/{LOCKS}", create=True)
+        self._mu = threading.Lock()
+        self._guards: dict[int, threading.Lock] = {}
+
+    @staticmethod
+    def slot(run_id: uuid.UUID) -> int:
+        """The byte of ``LOCKS`` that stands for ``run_id``."""
+        return int(xxh3_64(run_id.bytes)) & _SLOT_MASK
+
+    def for_run(self, run_id: uuid.UUID) -> RunLock:
+        """The lock of ``run_id``. Runs whose slots collide share one in-process guard, so
+        threads of this process never hold one slot twice (and never release it under
+        each other); a lock is only ever taken alone, never nested."""
+        slot = self.slot(run_id)
+        with self._mu:
+            guard = self._guards.setdefault(slot, threading.Lock())
+        lock, unlock = self._fs.range_lock(self.fd, slot)
+        return RunLock(guard, lock, unlock)
+
+    def close(self) -> None:
+        """Close the lock file (releasing every lock of this process)."""
+        self._fs.close(self.fd)
+
+
+class StateFile:
+    """A run's mapped ``STATE`` record. Writers update it under the run's lock."""
+
+    __slots__ = ("_cached", "_fs", "_map", "path", "writable")
+
+    def __init__(self, fs: FileSystem, run_dir: str, *, writable: bool) -> None:
+        assert STATE_BUSY_AT == STATE_RECORD_SIZE
+        self._fs = fs
+        self.path = f"{run_dir}/{STATE_NAME}"
+        self.writable = writable
+        self._map: SharedMap | None = None
+        self._cached = b""
+
+    @property
+    def mapped(self) -> bool:
+        """True while the file is mapped."""
+        return self._map is not None
+
+    def open(self, *, create: bool) -> bool:
+        """Map the file (creating it when ``create``); False when it does not exist."""
+        if self._map is not None:
+            return True
+        fs = self._fs
+        try:
+            if create:
+                fd = fs.open_append(self.path, create=True)
+            elif self.writable:
+                fd = fs.open_write(self.path)
+            else:
+                fd = fs.open_read(self.path)
+        except FileNotFoundError:
+            return False
+        try:
+            if fs.size(fd) < STATE_FILE_SIZE:
+                if not self.writable:
+                    return False  # being created: nothing to trust yet
+                fs.truncate(fd, STATE_FILE_SIZE)
+            self._map = fs.map_shared(fd, STATE_FILE_SIZE, writable=self.writable)
+        finally:
+            fs.close(fd)
+        self._cached = b""
+        return True
+
+    def read(self) -> RunState | None:
+        """The record, or None when it is unreadable (retried over a torn read)."""
+        if self._map is None:
+            return None
+        for _ in range(3):
+            raw = self._map.read(0, STATE_RECORD_SIZE)
+            state = decode_run_state(raw)
+            if state is not None:
+                return state
+        return None
+
+    def changed(self) -> bool:
+        """True when the record (or the busy byte) differs from what this process last read
+        or wrote: another process appended, or died while appending."""
+        return self._map is not None and self._map.read(0, _WITH_BUSY) != self._cached
+
+    def remember(self) -> None:
+        """Note the current record as seen (``changed`` is False until it changes)."""
+        if self._map is not None:
+            self._cached = self._map.read(0, STATE_RECORD_SIZE) + b"\0"
+
+    def publish(self, flags_boot_epoch: bytes, base: int, end: int, acked: int) -> None:
+        """Store a record whose first 32 bytes are ``flags_boot_epoch`` (see ``prefix``):
+        the hot path of ``write``."""
+        assert self._map is not None
+        head = flags_boot_epoch + _TAIL.pack(base, end, acked)
+        data = head + _SUM.pack(xxh3_64(head)) + b"\0"
+        self._map.write(0, data)
+        self._cached = data
+
+    @staticmethod
+    def prefix(flags: int, boot: bytes, epoch: int) -> bytes:
+        """The constant first 32 bytes of a run's records (magic to epoch)."""
+        return encode_run_state(RunState(flags, boot, epoch, 0, 0, 0))[:32]
+
+    def write(self, state: RunState) -> None:
+        """Store the record and clear the busy byte, in one store."""
+        assert self._map is not None
+        data = encode_run_state(state) + b"\0"
+        self._map.write(0, data)
+        self._cached = data
+
+    @property
+    def busy(self) -> bool:
+        """True when a writer set the busy byte and has not updated the record since."""
+        return self._map is not None and self._map.read(STATE_BUSY_AT, 1) != b"\0"
+
+    def set_busy(self) -> bool:
+        """Mark a write under way, if mapped (cleared by ``write``); True if marked."""
+        if self._map is None:
+            return False
+        self._map.write(STATE_BUSY_AT, b"\1")
+        return True
+
+    def unchanged(self) -> bool:
+        """True when mapped and exactly as this process last read or wrote it (the hot
+        path's check: nobody else appended, nobody died appending)."""
+        return self._map is not None and self._map.read(0, _WITH_BUSY) == self._cached
+
+    def close(self) -> None:
+        """Unmap."""
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        self._cached = b""
+
+
+def new_epoch() -> int:
+    """A fresh incarnation id for a run."""
+    return uuid.uuid4().int & ((1 << 64) - 1)
+
+
+# --- a run among processes ------------------------------------------------------------------
+
+
+class SharedRun:
+    """The part of ``Run`` that keeps it in step with other processes (a mixin).
+
+    Every method holds the run's ``commit_lock``. ``hold`` takes the run's lock between
+    processes (``multiprocess=True``) and catches up with what other writers did; the state
+    record is published after every commit, under the lock, by ``publish_state``.
+    """
+
+    ctx: Any
+    id: uuid.UUID
+    dir: str
+    segments: list[Segment]
+    last_seq: int
+    visible_seq: int
+    tail_payload: bytes | None
+    view_lock: threading.Lock
+    commit_lock: threading.Lock
+    state_file: StateFile
+    keys: KeyIndex | None
+    epoch: int
+    loaded: bool
+    run_lock: RunLock
+    _prefix: bytes = b""
+    _prefix_epoch: int = -1
+    #: Set while this process holds the run with its busy byte set.
+    busy: bool = False
+
+    def adopt(
+        self, segments: list[Segment], last_seq: int, last_payload: bytes | None, writable: bool
+    ) -> None:
+        raise NotImplementedError
+
+    def close_files(self) -> None:
+        raise NotImplementedError
+
+    def enter(self) -> None:
+        """Hold the run against other processes and bring this view up to date; ``leave``
+        must follow."""
+        self.run_lock.acquire()
+        try:
+            sf = self.state_file
+            if not sf.unchanged():
+                self.catch_up()
+            self.busy = sf.set_busy()
+        except BaseException:
+            self.run_lock.release()
+            raise
+
+    def leave(self) -> None:
+        """Release the run to other processes (publishing this view if nothing was)."""
+        try:
+            if self.busy and self.ctx.state.failed is None:
+                self.publish_state()  # nothing was committed: clear the busy byte
+        finally:
+            self.run_lock.release()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """``enter`` ... ``leave`` as a context manager (for the rarer operations)."""
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
+    def load(self) -> None:
+        """First touch: recover the run from its files (under its lock between processes)."""
+        if self.ctx.locks is None:
+            self.reload()
+            return
+        self.run_lock.acquire()
+        try:
+            self.reload()
+        finally:
+            self.run_lock.release()
+
+    def reload(self) -> None:
+        """Forget this view, recover the run from its files, and publish the result."""
+        ctx = self.ctx
+        self.close_files()
+        recovered = ctx.recover(self)
+        segments = recovered.segments if recovered is not None else []
+        if recovered is None:
+            self.adopt([], 0, None, ctx.writable)
+        else:
+            self.adopt(segments, recovered.last_seq, recovered.last_payload, ctx.writable)
+        sf = self.state_file
+        if not ctx.writable:
+            sf.open(create=False)
+            return
+        if not segments:
+            self.epoch = 0
+            if recovered is not None:
+                with contextlib.suppress(OSError):
+                    ctx.fs.rmdir(self.dir)  # a directory left empty by a crash
+            return
+        if ctx.keep_state:
+            sf.open(create=True)
+            old = sf.read()
+            fresh = old is None or old.boot != ctx.boot or old.flags & STATE_DELETED
+            self.epoch = new_epoch() if fresh or old is None else old.epoch
+            self.publish_state()
+        elif sf.open(create=False):
+            # A writer that acknowledges frames as it writes them keeps no watermark: say
+            # so, so that readers do not hold to one a durable writer left behind.
+            sf.write(RunState(STATE_FRAMES_ACKED, ctx.boot, 0, 0, 0, 0))
+            sf.close()
+
+    def publish_state(self) -> None:
+        """Store this process's view of the run in its state record (clears busy)."""
+        sf = self.state_file
+        if not self.segments:
+            return
+        if not sf.mapped:
+            sf.open(create=True)
+        seg = self.segments[-1]
+        if self._prefix_epoch != self.epoch:
+            self._prefix = StateFile.prefix(0, self.ctx.boot, self.epoch)
+            self._prefix_epoch = self.epoch
+        sf.publish(self._prefix, seg.base_seq, seg.size, self.visible_seq)
+        self.busy = False
+
+    def catch_up(self) -> None:
+        """Under the run's lock: take in what other processes did since this view."""
+        sf = self.state_file
+        if not sf.mapped and not sf.open(create=False):
+            if self.segments or self.ctx.fs.is_dir(self.dir):
+                self.reload()  # deleted, or created by another process
+            return
+        if not sf.changed():
+            return
+        state = sf.read()
+        seg = self.segments[-1] if self.segments else None
+        if (
+            seg is None
+            or state is None
+            or sf.busy  # a writer died between its write and its update: recover
+            or state.boot != self.ctx.boot
+            or state.epoch != self.epoch
+            or state.flags & (STATE_DELETED | STATE_FRAMES_ACKED)
+            or state.base != seg.base_seq
+            or state.end < seg.size
+            or not self._extend(seg, state.end, state.acked)
+        ):
+            self.reload()
+            return
+        sf.remember()
+
+    def _extend(self, seg: Segment, end: int, acked: int) -> bool:
+        """Verify the frames another process appended to ``seg`` up to ``end``."""
+        if end == seg.size:
+            return acked == seg.last_seq
+        fs = self.ctx.fs
+        fd = fs.open_read(seg.path)
+        try:
+            buf = fs.pread(fd, end - seg.size, seg.size)
+        finally:
+            fs.close(fd)
+        max_record = self.ctx.options.max_record_bytes
+        result = scan(
+            buf, seg.size, seg.last_seq + 1, max_record, seg.index.interval, seg.index.last_offset
+        )
+        if result.end != end or result.batch_start != end or result.last_seq != acked:
+            return False
+        seg.index.extend(result.index_points, end)
+        if self.keys is not None:  # take in the keys the other processes appended
+            page = new_page()
+            first = seg.last_seq + 1
+            walk_frames(buf, 0, first, first, acked, max_record, page)
+            self.keys.add_all(keys_of(page, acked - first + 1))
+        with self.view_lock:
+            seg.size = end
+            seg.allocated = max(seg.allocated, end)
+            seg.last_seq = result.last_seq
+            self.last_seq = self.visible_seq = result.last_seq
+            if result.last_payload is not None:
+                self.tail_payload = result.last_payload
+        return True
+
+    def refresh(self) -> None:
+        """Before a read: take in other processes' appends (cheap when there are none)."""
+        sf = self.state_file
+        if sf.mapped and not sf.changed():
+            return
+        with self.commit_lock:
+            self.run_lock.acquire()
+            try:
+                self.catch_up()
+            finally:
+                self.run_lock.release()
+
+    def mark_deleted(self) -> None:
+        """Tell every process that holds this run that it was deleted."""
+        sf = self.state_file
+        if sf.mapped or sf.open(create=False):
+            sf.write(RunState(STATE_DELETED, self.ctx.boot, self.epoch, 0, 0, 0))
+            sf.close()
