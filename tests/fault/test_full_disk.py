@@ -473,3 +473,31 @@ def test_salvage_on_a_full_disk_raises_repair_error_and_changes_nothing(
     encode = msgspec.msgpack.Encoder(uuid_format="bytes").encode
     lost = [e.seq for e in envs if encode(e) not in salvaged]
     assert len(lost) == 1, f"salvage lost more than the damaged record: seqs {lost}"
+
+
+@pytest.mark.engine_bug
+@pytest.mark.parametrize("policy", ["always", "batch"])
+def test_a_run_whose_creation_met_a_full_disk_is_not_listed(
+    mount_tmpfs: MountTmpfs, policy: str
+) -> None:
+    """Engine bug (reported; shared.py's run state file): the first append of a new run fails
+    with ENOSPC, so nothing of it was stored, yet the run's directory stays behind holding
+    only its ``STATE`` file after recovery removed the empty segment, so ``runs()`` lists a
+    run that never had an event, for good. Before the state file, recovery removed the empty
+    directory."""
+    point = mount_tmpfs()
+    path = point / "log"
+    _prefill(path, policy, RUNS[0], 5)
+    log = _open(path, SpyFS(), policy)
+    topup = _fill(point / "topup")
+    with pytest.raises(LogFailedError):
+        log.append(_event(NEW_RUN, 0, 100))
+    log.close()
+    topup.unlink()
+    log = _open(path, SpyFS(), policy)
+    try:
+        assert log.last_seq(NEW_RUN) is None  # the first touch recovers it
+        leftovers = sorted(p.name for p in (path / "runs" / str(NEW_RUN)).glob("*"))
+        assert NEW_RUN not in log.runs(), f"a run with no event is listed (holding {leftovers})"
+    finally:
+        log.close()
