@@ -6,7 +6,13 @@ Strategy and invariants
   ``maintenance`` call in here.
 - Sealed segments were fsynced when they were sealed, so any damage in them is corruption.
   Their tail is checked (from the last index point) so that a missing or short segment is
-  reported as a lost seq range, never silently renumbered.
+  reported as a lost seq range, never silently renumbered. Outside ``salvage`` damaged frames
+  there (or a missing tail) do not fail the run's first touch: the segment keeps its extent and
+  the seq range its successor's name implies, and the read that reaches the damage raises
+  ``CorruptionError`` with the file, offset and seq, so every page before it still serves.
+  Rejected: raising at the first touch, which made a run unreadable as a whole for damage past
+  its segment's last index point, while the same damage before that point (which the tail
+  check never sees) cost only the pages that reach it.
 - The last segment is validated from its last trustworthy index point to its end, also after
   a clean close, since a file can be damaged while the log is closed. Zeros after its last
   frame are the preallocated tail: a clean end.
@@ -26,6 +32,7 @@ Strategy and invariants
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass, field
 
@@ -49,6 +56,8 @@ from .scan import ScanResult, find_frames_after, scan
 from .segment import Segment
 
 __all__ = ["RecoveredRun", "recover_run"]
+
+logger = logging.getLogger("segmentlog")
 
 
 @dataclass
@@ -119,6 +128,8 @@ class _Judge:
             fs, layout, run_id, writable=writable, durable=durable, dry_run=dry_run
         )
         self.out = RecoveredRun(reports=self.repair.reports)
+        #: Sealed segments kept with damage that reads will meet, and the error they raise.
+        self.deferred: dict[int, CorruptionError] = {}
 
     def corrupt(
         self, reason: str, path: str, offset: int, first: int | None, last: int | None
@@ -141,7 +152,12 @@ class _Judge:
             self._quarantine_rest(bases, i + 1, "after damage in an earlier segment")
             break
         if self.out.segments:
-            self.out.last_seq = self.out.segments[-1].last_seq
+            last = self.out.segments[-1]
+            error = self.deferred.get(last.base_seq)
+            if error is not None:
+                # Its successor held no frame: the damaged segment would take new appends.
+                raise error
+            self.out.last_seq = last.last_seq
 
     def _path(self, base: int) -> str:
         return segment_path(self.run_dir, base)
@@ -266,7 +282,14 @@ class _Judge:
             result.last_seq + 1 if result.batch_start == result.end else result.batch_start_seq + 1
         )
         if not self.salvage:
-            raise self.corrupt(reason, seg.path, offset, first, expected_last)
+            error = self.corrupt(reason, seg.path, offset, first, expected_last)
+            if result.damage is None and result.last_seq >= expected_last:
+                raise error  # every seq verifies, but a batch is left unfinished
+            # Left for the reads that reach it (see the module docstring).
+            logger.warning("recovery: %s; reads that reach it will raise", error)
+            self.deferred[seg.base_seq] = error
+            result.last_seq = expected_last
+            return True
         keep = result.batch_start < result.end or result.damage is not None
         self._cut(seg, result.batch_start, result.batch_start_seq, reason, expected_last, keep)
         return False

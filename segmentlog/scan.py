@@ -125,18 +125,18 @@ def _classify(
         return Damage(end, "zeros where a frame must start, with more bytes after", "gap")
     # A frame whose bytes turn to zeros before its end and stay zero: a write torn short
     # inside a preallocated tail, not damage to bytes once written.
-    if stop.reason == "checksum mismatch":
-        frame_end = pos + FRAME_HEADER_SIZE + frame_length(buf, pos)
-        if data_end < frame_end:
-            return Damage(
-                end, "frame cut short by the zeros of a preallocated tail", "short", stop.seq
-            )
-    elif (
-        stop.reason == "bad frame magic"
-        and data_end - pos < len(FRAME_MAGIC)
-        and buf[pos:data_end] == FRAME_MAGIC[: data_end - pos]
+    torn = "frame cut short by the zeros of a preallocated tail"
+    if stop.reason == "bad frame magic":
+        if data_end - pos < len(FRAME_MAGIC) and buf[pos:data_end] == FRAME_MAGIC[: data_end - pos]:
+            return Damage(end, torn, "short")
+    elif data_end - pos < FRAME_HEADER_SIZE:
+        # The magic is whole but the zeros start inside the header: its length and seq fields
+        # were never written whole, so what they fail (a seq of 0, say) says nothing.
+        return Damage(end, torn, "short")
+    elif stop.reason == "checksum mismatch" and (
+        data_end < pos + FRAME_HEADER_SIZE + frame_length(buf, pos)
     ):
-        return Damage(end, "frame cut short by the zeros of a preallocated tail", "short")
+        return Damage(end, torn, "short", stop.seq)
     return Damage(end, stop.reason, "corrupt", stop.seq)
 
 

@@ -16,9 +16,10 @@ Strategy and invariants
 - ``crash()`` is a killed process: descriptors and locks go away, the page cache survives.
 - Faults are armed by count from the moment they are armed: the Nth write / fsync / rename
   fails with an errno (once, or every time from then on), a write can be torn (only a prefix
-  lands, then an error or a short count), and ``halt_after(n)`` lets n more mutating calls
-  through and then freezes the file system: the next call and every call after it raise
-  ``SimulatedCrash`` without touching anything, until ``crash()`` or ``power_loss()``.
+  lands, then an error, a short count, or the process dies right there), and
+  ``halt_after(n)`` lets n more mutating calls through and then freezes the file system: the
+  next call and every call after it raise ``SimulatedCrash`` without touching anything, until
+  ``crash()`` or ``power_loss()``.
 - All operations take one re-entrant lock, so background sync threads are safe.
 - Rejected design: wrapping a real directory and copying "synced" snapshots around it. An
   in-memory tree makes per-directory durability exact and keeps thousands of reopen cycles
@@ -117,6 +118,7 @@ class _Fault:
     keep: int | None = None  # torn write: bytes that land
     path_contains: str | None = None
     fired: int = 0
+    crash: bool = False  # torn write: the process dies once the prefix landed
 
 
 class _FaultMap:
@@ -194,12 +196,18 @@ class FaultFS(FileSystem):
         err: int | None = errno.EIO,
         *,
         path_contains: str | None = None,
+        crash: bool = False,
     ) -> None:
         """Tear the ``nth`` write from now: only ``keep`` bytes land, then ``err`` is raised.
 
         With ``err=None`` the write returns the short count instead (as ``os.write`` may).
+        With ``crash=True`` the process dies right after the prefix landed: the write raises
+        ``SimulatedCrash`` and the file system stays halted (as after ``halt_after``), so the
+        engine cannot clean up; ``crash()``, ``power_loss()`` or ``reboot()`` go on from there.
         """
-        self._arm(frozenset({"write"}), nth, err, keep=keep, path_contains=path_contains)
+        self._arm(
+            frozenset({"write"}), nth, err, keep=keep, path_contains=path_contains, crash=crash
+        )
 
     def fail_fsync(
         self,
@@ -250,11 +258,12 @@ class FaultFS(FileSystem):
         sticky: bool = False,
         keep: int | None = None,
         path_contains: str | None = None,
+        crash: bool = False,
     ) -> None:
         if nth < 1:
             raise ValueError("nth counts from 1")
         with self._mutex:
-            self._faults.append(_Fault(ops, nth, err, sticky, keep, path_contains))
+            self._faults.append(_Fault(ops, nth, err, sticky, keep, path_contains, crash=crash))
 
     def _fault_for(self, op: str, path: str) -> _Fault | None:
         hit: _Fault | None = None
@@ -623,6 +632,9 @@ class FaultFS(FileSystem):
             if fault is not None and fault.keep is not None:
                 landed = chunk[: fault.keep]
                 self._put(desc, landed)
+                if fault.crash:
+                    self.halted = True
+                    raise SimulatedCrash(f"died after {len(landed)} bytes of a write to {path}")
                 if fault.err is not None:
                     raise _oserror(fault.err, path)
                 return len(landed)

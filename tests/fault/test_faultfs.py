@@ -274,6 +274,17 @@ def test_torn_write_lands_a_prefix_then_raises(fs: FaultFS) -> None:
     assert fs.read_file("/d/f") == b"abc"
 
 
+def test_torn_write_can_kill_the_process_after_the_prefix_landed(fs: FaultFS) -> None:
+    fd = _write_file(fs, "/d/f", b"")
+    fs.tear_write(1, keep=4, crash=True)
+    with pytest.raises(SimulatedCrash):
+        fs.write(fd, b"abcdefgh")
+    with pytest.raises(SimulatedCrash):
+        fs.truncate(fd, 0)  # the dead process cannot cut its torn bytes off
+    fs.crash()
+    assert fs.read_file("/d/f") == b"abcd"
+
+
 def test_torn_write_can_return_a_short_count(fs: FaultFS) -> None:
     fd = _write_file(fs, "/d/f", b"")
     fs.tear_write(1, keep=2, err=None)

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import pytest
 
 import segmentlog
 
+from .children import kill_and_read
 from .model import read_run
 
 SOAK = os.environ.get("SEGMENTLOG_SOAK") == "1"
@@ -38,26 +37,28 @@ def _one_cycle(path: Path, policy: str, threads: int, rng: random.Random) -> dic
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()
-        if first != b"ready\n":
-            proc.kill()
-            _, err = proc.communicate(timeout=30)
-            raise AssertionError(f"child did not start: {first!r} {err.decode()[-2000:]}")
-        time.sleep(rng.uniform(0.0, 0.12))
-        proc.send_signal(signal.SIGKILL)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL, f"child exited on its own: {err.decode()[-2000:]}"
+    out = kill_and_read(proc, rng.uniform(0.0, 0.12))
     acked: dict[str, int] = {}
     for line in out.split(b"\n")[:-1]:  # the last piece is an unfinished line (or empty)
         run_id, seq, event_id = line.decode().split()
         acked[f"{run_id} {event_id}"] = int(seq)
     return acked
+
+
+def test_lines_printed_together_with_ready_all_reach_the_oracle() -> None:
+    """The parent's first ``readline`` buffers whatever followed ``ready`` in the pipe; every
+    such line is a promise and must be read (``communicate()`` dropped them)."""
+    code = (
+        "import sys, time\n"
+        "sys.stdout.write('ready\\n' + ''.join(f'{i}\\n' for i in range(2000)))\n"
+        "sys.stdout.flush()\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out = kill_and_read(proc, 0.0)
+    assert out.split(b"\n")[:-1] == [str(i).encode() for i in range(2000)]
 
 
 @pytest.mark.parametrize(("policy", "threads"), [("always", 1), ("batch", 4)])
