@@ -111,7 +111,7 @@ class SegmentLog(Generic[E]):
             self._handles.touch,
             self._signal.notify,
             self._table.recover,
-            self._table.read,
+            self._table.read_locked,
             self._locks,
         )
         self._table.ctx = self._ctx

@@ -10,7 +10,11 @@ Strategy and invariants
 - A batch over several runs takes their commit locks in run-id order, so two such batches
   never deadlock, and validates every event (and decides every key) before any run is
   written. It is atomic per run, not across runs.
-- Reads go through ``reader.read_page`` on a snapshot taken under the run's view lock.
+- A batch's keys are looked up before anything is written; between processes, under each
+  run's lock in turn (never nested), so the decision is made on current views.
+- Reads go through ``reader.read_page`` on a snapshot taken under the run's view lock. A
+  read that overlapped the run's deletion (its ``generation`` moved) is read again, so the
+  page is one incarnation's and a vanished file is never reported as damage.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
 from .durability import Request
-from .errors import NotFoundError
+from .errors import CorruptionError, NotFoundError
 from .events import Envelope
 from .layout import Layout
 from .options import FsyncPolicy, LogOptions
@@ -31,11 +35,15 @@ from .reader import fingerprint, follow, read_page
 from .recovery import RecoveredRun, recover_run
 from .repair import RecoveryReport
 from .run import Run, RunContext
+from .segment import Segment
 from .store import held_envelopes
 
 __all__ = ["RunTable"]
 
 E = TypeVar("E")
+
+#: Reads of one page before giving up on a run deleted and re-created faster than that.
+_READ_ATTEMPTS = 16
 
 
 class RunTable(Generic[E]):
@@ -98,16 +106,58 @@ class RunTable(Generic[E]):
         return recovered
 
     def read(self, run: Run[E], after: int, limit: int) -> list[Envelope[E]]:
-        """The run's envelopes after ``after``, at most ``limit`` (``NotFoundError`` if none)."""
-        visible, plan = run.snapshot(after + 1, after + limit)
+        """The run's envelopes after ``after``, at most ``limit`` (``NotFoundError`` if none).
+
+        A snapshot names segment files by path. If the run is deleted (and perhaps created
+        again) while the page is read, those paths may be gone or name the new incarnation's
+        files: the run's ``generation`` changes, and the page is read again from a fresh
+        snapshot rather than reported as damage or mixed across incarnations.
+        """
+        for _ in range(_READ_ATTEMPTS):
+            generation, visible, plan = run.snapshot(after + 1, after + limit)
+            try:
+                page = self._read_plan(run, after, limit, visible, plan)
+            except (CorruptionError, NotFoundError):
+                if not visible or not self._replaced(run, generation):
+                    raise
+                continue
+            if not self._replaced(run, generation, failed=False):
+                return page
+        raise NotFoundError(run.id)  # deleted and created again faster than it can be read
+
+    def read_locked(self, run: Run[E], after: int, limit: int) -> list[Envelope[E]]:
+        """``read`` while the caller holds the run's commit lock (and, between processes,
+        its run lock): nothing can delete the run meanwhile."""
+        _, visible, plan = run.snapshot(after + 1, after + limit)
+        return self._read_plan(run, after, limit, visible, plan)
+
+    def _read_plan(
+        self,
+        run: Run[E],
+        after: int,
+        limit: int,
+        visible: int,
+        plan: list[tuple[Segment, int, int]],
+    ) -> list[Envelope[E]]:
         if not visible:
             raise NotFoundError(run.id)
         if not plan:
             return []
         last = min(visible, after + limit)
-        max_record = self.options.max_record_bytes
-        codec, fs = self.ctx.codec, self.ctx.fs
+        max_record, codec, fs = self.options.max_record_bytes, self.ctx.codec, self.ctx.fs
         return read_page(fs, codec, run.id, plan, after + 1, last, max_record, run.view_lock)
+
+    def _replaced(self, run: Run[E], generation: int, failed: bool = True) -> bool:
+        """Whether the run's view was replaced since ``generation`` was read. After a failed
+        read, other processes' changes are taken in first (a deletion there shows here)."""
+        if run.generation != generation:
+            return True
+        if self.options.read_only:
+            if failed:
+                follow(self.ctx.fs, run, self.ctx.boot, self.options.max_record_bytes)
+        elif self.ctx.locks is not None:
+            run.refresh()
+        return run.generation != generation
 
     def import_envelopes(self, envelopes: Iterable[Envelope[E]]) -> int:
         """Append envelopes as they are, in groups of one run (at most 1000 at a time)."""
@@ -144,7 +194,7 @@ class RunTable(Generic[E]):
                 stack.enter_context(runs[rid].commit_lock)
             if keys is not None:
                 stored = [
-                    None if k is None else runs[run_of(e)].stored(k)
+                    None if k is None else self._stored(runs[run_of(e)], k)
                     for e, k in zip(events, keys, strict=True)
                 ]
                 held = held_envelopes(events, keys, stored)
@@ -166,3 +216,11 @@ class RunTable(Generic[E]):
             for i, env in zip(positions, requests[rid].outcome(), strict=True):
                 out[i] = env
         return out
+
+    def _stored(self, run: Run[E], key: str) -> Envelope[E] | None:
+        """What ``run`` holds under ``key``; between processes, looked up under the run's
+        lock, against a view brought up to date (one run at a time: never nested)."""
+        if self.ctx.locks is None:
+            return run.stored(key)
+        with run.hold():
+            return run.stored(key)

@@ -88,7 +88,8 @@ class RunContext(Generic[E]):
         self.notify = notify
         #: Called with a run to recover it from its files (None: it has no directory).
         self.recover = recover
-        #: Called as ``read(run, after_seq, limit)`` for envelopes of a run (the read path).
+        #: Called as ``read(run, after_seq, limit)`` for envelopes of a run whose commit lock
+        #: the caller holds (the read path).
         self.read = read
         #: The per-run locks between processes (``multiprocess=True``), else None.
         self.locks = locks
@@ -133,6 +134,10 @@ class Run(RunFiles, SharedRun, Generic[E]):
         self.keys: KeyIndex | None = None
         self.state_file = StateFile(ctx.fs, self.dir, writable=ctx.writable)
         self.epoch = 0
+        #: Bumped whenever the view is replaced wholesale (recovered again, or deleted), so
+        #: a reader can tell that the files its snapshot named may now be another
+        #: incarnation's.
+        self.generation = 0
         if ctx.locks is not None:
             self.run_lock = ctx.locks.for_run(run_id)
         self.appends = 0
@@ -152,6 +157,7 @@ class Run(RunFiles, SharedRun, Generic[E]):
             self.tail_payload = last_payload
             self.session_id = None
             self.terminal = False
+            self.generation += 1
         # Which policy the last writer had is not recorded, so directory entries it made may
         # not be durable: the first sync covers them too.
         self.run_dir_pending = self.runs_dir_pending = writable and bool(self.segments)
@@ -167,6 +173,7 @@ class Run(RunFiles, SharedRun, Generic[E]):
             self.session_id = None
             self.terminal = False
             self.tail_payload = None
+            self.generation += 1
         self.run_dir_pending = self.runs_dir_pending = False
 
     def load_tail(self) -> None:
@@ -379,9 +386,11 @@ class Run(RunFiles, SharedRun, Generic[E]):
 
     # --- reading ---------------------------------------------------------------------------
 
-    def snapshot(self, first: int, last: int) -> tuple[int, list[tuple[Segment, int, int]]]:
-        """``(visible_seq, [(segment, size, last_seq)])`` covering seqs ``first..last``."""
+    def snapshot(self, first: int, last: int) -> tuple[int, int, list[tuple[Segment, int, int]]]:
+        """``(generation, visible_seq, [(segment, size, last_seq)])`` covering seqs
+        ``first..last``."""
         with self.view_lock:
+            generation = self.generation
             visible = self.visible_seq
             last = min(last, visible)
             plan: list[tuple[Segment, int, int]] = []
@@ -391,4 +400,4 @@ class Run(RunFiles, SharedRun, Generic[E]):
                     plan.append((seg, seg.size, min(seg.last_seq, visible)))
                     if seg.last_seq >= last:
                         break
-        return visible, plan
+        return generation, visible, plan

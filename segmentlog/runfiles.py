@@ -123,9 +123,10 @@ class RunFiles:
     @property
     def unsynced(self) -> bool:
         """True when written frames or directory entries are not known to be durable."""
-        if not self.segments:
+        segments = self.segments  # one read: a reset may replace the list meanwhile
+        if not segments:
             return False
-        seg = self.segments[-1]
+        seg = segments[-1]
         return seg.synced < seg.size or self.run_dir_pending or self.runs_dir_pending
 
     def sync(self) -> None:

@@ -205,8 +205,13 @@ class SharedRun:
         if not segments:
             self.epoch = 0
             if recovered is not None:
+                # A run whose first append failed (or a crash before its first frame) holds
+                # no event: remove what is left, so that it is not listed. Processes that
+                # hold its state record are told first.
+                self.mark_deleted()
                 with contextlib.suppress(OSError):
-                    ctx.fs.rmdir(self.dir)  # a directory left empty by a crash
+                    ctx.fs.remove_quietly(sf.path)
+                    ctx.fs.rmdir(self.dir)
             return
         if ctx.keep_state:
             sf.open(create=True)

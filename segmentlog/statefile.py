@@ -12,6 +12,7 @@ Strategy and invariants
 
 from __future__ import annotations
 
+import errno
 import struct
 import uuid
 
@@ -53,7 +54,8 @@ class StateFile:
         return self._map is not None
 
     def open(self, *, create: bool) -> bool:
-        """Map the file (creating it when ``create``); False when it does not exist."""
+        """Map the file (creating it when ``create``); False when it does not exist, or
+        (without ``create``) is still shorter than a record."""
         if self._map is not None:
             return True
         fs = self._fs
@@ -67,10 +69,16 @@ class StateFile:
         except FileNotFoundError:
             return False
         try:
-            if fs.size(fd) < STATE_FILE_SIZE:
-                if not self.writable:
-                    return False  # being created: nothing to trust yet
-                fs.truncate(fd, STATE_FILE_SIZE)
+            size = fs.size(fd)
+            if size < STATE_FILE_SIZE:
+                if not create:
+                    return False  # being created (or its creator died): nothing to trust
+                # Written, not extended with truncate: the file's blocks exist before the
+                # first store through the map, so a full disk is an ENOSPC here rather
+                # than a SIGBUS there.
+                missing = STATE_FILE_SIZE - size
+                if fs.pwrite(fd, bytes(missing), size) != missing:
+                    raise OSError(errno.ENOSPC, "short write creating the run state", self.path)
             self._map = fs.map_shared(fd, STATE_FILE_SIZE, writable=self.writable)
         finally:
             fs.close(fd)

@@ -18,8 +18,9 @@ with ``SEGMENTLOG_SOAK=1``) on fresh logs, and each time:
   after the last ``delete_run`` returned True; appends after the race continue its seqs, and a
   reopen shows the same.
 
-Readers racing the same deletions are covered by the ``engine_bug`` tests at the end: a page
-read while its run is deleted and created again can report corruption of a healthy log.
+Readers racing the same deletions are covered at the end: a page read while its run is
+deleted and created again is either incarnation's page or ``NotFoundError``, never reported
+as corruption of a healthy log and never a mix of the two.
 """
 
 from __future__ import annotations
@@ -196,17 +197,15 @@ class _PauseBeforeReading(FileSystem):
         return super().open_read(path)
 
 
-@pytest.mark.engine_bug
 @pytest.mark.parametrize("policy", ["batch", "always"])
 def test_a_page_read_across_delete_and_recreate_is_not_reported_as_corruption(
     tmp_path: Path, policy: str
 ) -> None:
-    """Engine bug (reader.py / run.py, reported): ``list_after`` takes a snapshot of the run's
-    segments, then opens them by path. If the run is deleted and appended to again in
-    between, the path names the new incarnation's segment, which is shorter, and the read
-    raises ``CorruptionError`` ("zeros where a frame must start") on a healthy log; where the
-    new segment is long enough it would return the new incarnation's frames, even ones not
-    yet acknowledged. Expected: the page of either incarnation, or ``NotFoundError``."""
+    """``list_after`` takes a snapshot of the run's segments, then opens them by path. If the
+    run is deleted and appended to again in between, the path names the new incarnation's
+    segment, which is shorter (once read as "zeros where a frame must start" on a healthy
+    log), or long enough to hold the new incarnation's frames, even ones not yet
+    acknowledged. Expected: the page of either incarnation, or ``NotFoundError``."""
     fs = _PauseBeforeReading()
     log = segmentlog.open(tmp_path / "log", fs=fs, fsync=policy, **OPTIONS)  # type: ignore[attr-defined]
     run = uuid.uuid4()
@@ -237,10 +236,9 @@ def test_a_page_read_across_delete_and_recreate_is_not_reported_as_corruption(
         assert page in ([e.event_id for e in old], [new.event_id]), "a page mixing incarnations"
 
 
-@pytest.mark.engine_bug
 @pytest.mark.parametrize("policy", ["batch", "always"])
 def test_readers_racing_delete_run_never_see_corruption(tmp_path: Path, policy: str) -> None:
-    """The same engine bug as above, met by plain threads: a reader calling ``list_after``,
+    """The same race as above, met by plain threads: a reader calling ``list_after``,
     ``run_info`` and ``last_seq`` in a loop during the append/delete race."""
     seen: list[BaseException] = []
     for attempt in range(ATTEMPTS):
