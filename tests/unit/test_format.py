@@ -82,6 +82,10 @@ from segmentlog.frames import (
 from segmentlog.scan import find_frames_after
 from segmentlog.schema import EnvelopeCodec, event_classes, new_page
 
+from ._frames import MAX, H
+from ._frames import envelope as seg_envelope
+from ._frames import frames as seg_frames
+
 RUN = uuid.UUID("0190a8c4-1e00-7000-8000-00000000a11d")
 SESSION = uuid.UUID("0190a8c4-1e00-7000-8000-0000000005e5")
 WHEN = datetime(2024, 7, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -832,33 +836,6 @@ def test_event_classes_refuses_a_type_without_run_id_or_not_a_struct() -> None:
 
 
 # --- file names and resynchronisation ----------------------------------------------------
-
-SEG_RUN = uuid.UUID("00000000-0000-4000-8000-0000000000aa")
-SEG_TS = datetime(2025, 1, 1, tzinfo=UTC)
-MAX = 1 << 20
-H = SEGMENT_HEADER_SIZE
-
-
-def seg_envelope(seq: int, delta: str = "x") -> Envelope[TextDelta]:
-    event = TextDelta(run_id=SEG_RUN, delta=delta, timestamp=SEG_TS)
-    return Envelope(uuid.UUID(int=seq), seq, SEG_RUN, None, event, SEG_TS)
-
-
-def seg_frames(
-    seqs: range | list[int], *, continued: bool = False, delta: str = "x"
-) -> tuple[bytes, list[int]]:
-    """Frames for ``seqs`` and each frame's offset in the returned buffer.
-
-    With ``continued`` every frame says "more of this batch follows" (an unfinished batch).
-    """
-    buf = bytearray()
-    offsets = []
-    enc = FrameEncoder(MAX)
-    seqs = list(seqs)
-    for seq in seqs:
-        offsets.append(len(buf))
-        enc.encode(buf, seg_envelope(seq, delta), 0, continued)
-    return bytes(buf), offsets
 
 
 def test_segment_and_index_names_are_twenty_digit_base_seqs() -> None:

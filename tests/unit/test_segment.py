@@ -5,55 +5,24 @@ seal, trim, close; on a real directory (and a file system that fails a write).
 from __future__ import annotations
 
 import os
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from segmentlog._fs import OS_FS, FileSystem
 from segmentlog.durability import FsyncTimer
-from segmentlog.events import Envelope, TextDelta
 from segmentlog.format import (
-    SEGMENT_HEADER_SIZE,
     SegmentHeader,
     decode_segment_header,
     segment_name,
-)
-from segmentlog.frames import (
-    FrameEncoder,
 )
 from segmentlog.index import SparseIndex
 from segmentlog.scan import scan
 from segmentlog.segment import PREALLOCATE_MIN, Segment
 
-RUN = uuid.UUID("00000000-0000-4000-8000-0000000000aa")
-TS = datetime(2025, 1, 1, tzinfo=UTC)
-MAX = 1 << 20
-H = SEGMENT_HEADER_SIZE
+from ._frames import MAX, RUN, H, frames
+
 TIMER = FsyncTimer(10.0)
-
-
-def envelope(seq: int, delta: str = "x") -> Envelope[TextDelta]:
-    event = TextDelta(run_id=RUN, delta=delta, timestamp=TS)
-    return Envelope(uuid.UUID(int=seq), seq, RUN, None, event, TS)
-
-
-def frames(
-    seqs: range | list[int], *, continued: bool = False, delta: str = "x"
-) -> tuple[bytes, list[int]]:
-    """Frames for ``seqs`` and each frame's offset in the returned buffer.
-
-    With ``continued`` every frame says "more of this batch follows" (an unfinished batch).
-    """
-    buf = bytearray()
-    offsets = []
-    enc = FrameEncoder(MAX)
-    seqs = list(seqs)
-    for seq in seqs:
-        offsets.append(len(buf))
-        enc.encode(buf, envelope(seq, delta), 0, continued)
-    return bytes(buf), offsets
 
 
 def test_create_makes_an_empty_file_whose_header_comes_with_the_first_frames(
