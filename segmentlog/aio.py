@@ -94,6 +94,10 @@ class AsyncSegmentLog(Generic[E]):
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         if self._closing:
             raise LogClosedError(f"the log at {self._log.path} is closed; open it again")
+        if self._log._state.forked:
+            # In a fork() child the pool's threads do not exist (its idle count says they
+            # do): a submitted call would never run. Refuse before handing it over.
+            self._log._state.check_open()
         return await asyncio.wrap_future(self._executor.submit(fn, *args))
 
     def _notify(self, run_ids: Iterable[uuid.UUID]) -> None:

@@ -1,8 +1,9 @@
-"""The writer-descriptor LRU: at most ``max_open_files`` descriptors held by idle runs.
+"""The descriptor LRU: at most ``max_open_files`` descriptors held by idle runs.
 
 Strategy and invariants
-- A run that opens descriptors for writing is ``touch``ed; past the capacity (two
-  descriptors per run: segment and index), the least recently touched runs release theirs.
+- A run that opens descriptors for writing, or maps its state record (which holds one), is
+  ``touch``ed; past the capacity (three descriptors per run: segment, index and state
+  record), the least recently touched runs release theirs, writers and readers alike.
 - Eviction never blocks and never waits for a commit: a run whose commit lock is held is
   skipped and tried again at the next touch. A run's descriptors are reopened on its next
   append; closing them loses nothing (the page cache keeps the bytes, and an fdatasync on a
@@ -24,7 +25,7 @@ class Handles:
     """Runs holding writer descriptors, least recently used first."""
 
     def __init__(self, max_open_files: int) -> None:
-        self.capacity = max(1, max_open_files // 2)
+        self.capacity = max(1, max_open_files // 3)
         # Keyed by the run object itself: its identity hash is far cheaper than a UUID's.
         self._lru: OrderedDict[Any, None] = OrderedDict()
         self._lock = threading.Lock()

@@ -24,6 +24,8 @@ class LogStats(msgspec.Struct, frozen=True, kw_only=True):
     appends_per_fsync: float
     fsync_p50_us: float
     fsync_p99_us: float
+    #: Descriptors held: the directory lock, and runs' segments, indexes and mapped state
+    #: records (at most ``max_open_files`` of the runs', through the LRU).
     open_files: int
     runs_recovered: int
     bytes_dropped: int

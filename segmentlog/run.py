@@ -132,7 +132,7 @@ class Run(RunFiles, SharedRun, Generic[E]):
         #: The shared state record, and the incarnation this view belongs to.
         #: The run's idempotency keys, built on first use (``keys.py``).
         self.keys: KeyIndex | None = None
-        self.state_file = StateFile(ctx.fs, self.dir, writable=ctx.writable)
+        self.state_file = StateFile(ctx.fs, self.dir, writable=ctx.writable, on_map=self._mapped)
         self.epoch = 0
         #: Bumped whenever the view is replaced wholesale (recovered again, or deleted), so
         #: a reader can tell that the files its snapshot named may now be another
@@ -142,6 +142,10 @@ class Run(RunFiles, SharedRun, Generic[E]):
             self.run_lock = ctx.locks.for_run(run_id)
         self.appends = 0
         self.bytes_written = 0
+
+    def _mapped(self) -> None:
+        """The state record was mapped: it holds a descriptor, so the LRU counts this run."""
+        self.ctx.touch(self)
 
     # --- loading ---------------------------------------------------------------------------
 

@@ -170,8 +170,8 @@ class RunFiles:
 
     @property
     def open_files(self) -> int:
-        """Descriptors the run holds open."""
-        return sum(s.open_files for s in self.segments[-1:])
+        """Descriptors the run holds open (its mapped state record holds one too)."""
+        return sum(s.open_files for s in self.segments[-1:]) + self.state_file.mapped
 
     def delete(self, trash_path: str) -> bool:
         """Move the run's directory to ``trash_path`` durably; False if it has none.

@@ -8,6 +8,11 @@ Strategy and invariants
 - ``changed``/``unchanged`` compare the record and the busy byte with what this process last
   read or wrote: the hot path's one check that nobody else appended and nobody died
   appending.
+- A mapping holds a descriptor (CPython's ``mmap`` keeps a duplicate), so mapped records
+  count against the descriptor LRU: ``on_map`` is called on each mapping (the run is
+  ``touch``ed), and an evicted run's record is unmapped and mapped again when next needed.
+  ``changed`` may race that unmapping (it runs without the run's lock): it then answers
+  True, and the caller looks again under the lock.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import errno
 import struct
 import uuid
+from collections.abc import Callable
 
 from ._fs import FileSystem, SharedMap
 from .format import (
@@ -38,11 +44,19 @@ _WITH_BUSY = 65  # the record and the busy byte after it (STATE_BUSY_AT + 1)
 class StateFile:
     """A run's mapped ``STATE`` record. Writers update it under the run's lock."""
 
-    __slots__ = ("_cached", "_fs", "_map", "path", "writable")
+    __slots__ = ("_cached", "_fs", "_map", "_on_map", "path", "writable")
 
-    def __init__(self, fs: FileSystem, run_dir: str, *, writable: bool) -> None:
+    def __init__(
+        self,
+        fs: FileSystem,
+        run_dir: str,
+        *,
+        writable: bool,
+        on_map: Callable[[], None] | None = None,
+    ) -> None:
         assert STATE_BUSY_AT == STATE_RECORD_SIZE
         self._fs = fs
+        self._on_map = on_map
         self.path = f"{run_dir}/{STATE_NAME}"
         self.writable = writable
         self._map: SharedMap | None = None
@@ -83,6 +97,8 @@ class StateFile:
         finally:
             fs.close(fd)
         self._cached = b""
+        if self._on_map is not None:
+            self._on_map()
         return True
 
     def read(self) -> RunState | None:
@@ -99,7 +115,13 @@ class StateFile:
     def changed(self) -> bool:
         """True when the record (or the busy byte) differs from what this process last read
         or wrote: another process appended, or died while appending."""
-        return self._map is not None and self._map.read(0, _WITH_BUSY) != self._cached
+        m = self._map
+        if m is None:
+            return False
+        try:
+            return m.read(0, _WITH_BUSY) != self._cached
+        except ValueError:  # unmapped meanwhile by the descriptor LRU: look again, locked
+            return True
 
     def remember(self) -> None:
         """Note the current record as seen (``changed`` is False until it changes)."""
