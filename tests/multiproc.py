@@ -292,6 +292,8 @@ class Worker:
         self.proc.start()
         child.close()
         self._started = False
+        #: Commands sent and not yet answered.
+        self.pending = 0
 
     def _ready(self) -> None:
         if not self._started:
@@ -308,6 +310,7 @@ class Worker:
         """Start a command without waiting for it (``recv`` takes its answer)."""
         self._ready()
         self.conn.send((op, args, kwargs))
+        self.pending += 1
 
     def _recv(self, timeout: float) -> Any:
         if not self.conn.poll(timeout):
@@ -317,12 +320,15 @@ class Worker:
         except EOFError:
             raise RuntimeError(f"{self.name} died (exit code {self.proc.exitcode})") from None
         if status == "err":
+            self.pending -= 1
             raise RemoteError(*value)
         return value
 
     def recv(self, timeout: float = TIMEOUT) -> Any:
         """The answer to the oldest command sent; raises ``RemoteError`` for its error."""
-        return self._recv(timeout)
+        value = self._recv(timeout)
+        self.pending -= 1
+        return value
 
     def answered(self, timeout: float = 0.0) -> bool:
         """True when an answer is waiting (or the worker died)."""
@@ -340,7 +346,10 @@ class Worker:
         self.proc.join(TIMEOUT)
 
     def stop(self) -> None:
-        """Close its log and end it; kill it if it does not end in time."""
+        """Close its log and end it; kill it if it does not end in time, or at once if it
+        is still busy with a command (a test that failed while it was held at a gate)."""
+        if self.pending:
+            self.kill()
         if self.proc.is_alive():
             try:
                 self._ready()
