@@ -172,8 +172,10 @@ def follow(fs: FileSystem, run: Followed, boot: bytes, max_record: int) -> None:
 
     A run deleted (and perhaps re-created) behind the reader is noticed by its first frame's
     checksum (its fingerprint), a shrunken last segment or its state record, and loaded
-    afresh. While the run's state record is current (written in this boot by a writer that
-    keeps a watermark), only frames up to its acknowledged seq are visible.
+    afresh. So is a view the files no longer continue: frames this view took in past the
+    writer's watermark may have been cut off after a failed fsync and the seqs written again
+    differently. While the run's state record is current (written in this boot by a writer
+    that keeps a watermark), only frames up to its acknowledged seq are visible.
     """
     with run.commit_lock:
         fresh = not run.loaded or not run.segments
@@ -181,18 +183,18 @@ def follow(fs: FileSystem, run: Followed, boot: bytes, max_record: int) -> None:
             _reload(fs, run, boot)
             return
         for base in list_segments(fs, run.dir, writable=False):
-            if base > run.bases[-1]:
-                if not _extend_tail(fs, run, max_record) or run.last_seq + 1 != base:
-                    break
-                seg = Segment(run.dir, base, SparseIndex(base, run.segments[-1].index.interval))
-                with run.view_lock:
-                    run.segments.append(seg)
-                    run.bases.append(base)
-        else:
-            if not _extend_tail(fs, run, max_record) and _shrunk(fs, run.segments[-1]):
+            if base <= run.bases[-1]:
+                continue
+            # A later segment exists, so this one was sealed: it must end cleanly, just
+            # before the next one's first seq.
+            if _extend_tail(fs, run, max_record) is not True or run.last_seq + 1 != base:
                 _reload(fs, run, boot)
                 return
-        if clamp_to_state(run, boot):
+            seg = Segment(run.dir, base, SparseIndex(base, run.segments[-1].index.interval))
+            with run.view_lock:
+                run.segments.append(seg)
+                run.bases.append(base)
+        if _extend_tail(fs, run, max_record) is None or clamp_to_state(run, boot):
             _reload(fs, run, boot)
 
 
@@ -230,22 +232,25 @@ def fingerprint(fs: FileSystem, run_dir: str) -> bytes | None:
         fs.close(fd)
 
 
-def _shrunk(fs: FileSystem, seg: Segment) -> bool:
-    try:
-        return fs.file_size(seg.path) < seg.size
-    except FileNotFoundError:
-        return True
+def _extend_tail(fs: FileSystem, run: Followed, max_record: int) -> bool | None:
+    """Verify frames appended to the last segment.
 
-
-def _extend_tail(fs: FileSystem, run: Followed, max_record: int) -> bool:
-    """Verify frames appended to the last segment; True when it reached the data end."""
+    True when it reached the data end; False when it stopped at a frame or batch still being
+    written; None when the file no longer continues this view (it is gone, shorter than what
+    the view read, or the bytes after the view's end are not the next frame), so the run
+    must be loaded afresh.
+    """
     seg = run.segments[-1]
     try:
         fd = fs.open_read(seg.path)
     except FileNotFoundError:
-        return False
+        return None
     try:
         size = fs.size(fd)
+        if size < seg.size:
+            if seg.last_seq < seg.base_seq and seg.size == SEGMENT_HEADER_SIZE:
+                return False  # a new segment whose header is not written yet
+            return None
         window = _FOLLOW_WINDOW
         while size > seg.size:
             start = seg.size
@@ -260,11 +265,16 @@ def _extend_tail(fs: FileSystem, run: Followed, max_record: int) -> bool:
                     run.last_seq = run.visible_seq = seg.last_seq
                     if result.last_payload is not None:
                         run.tail_payload = result.last_payload
+            damage = result.damage
+            if damage is not None and damage.kind == "corrupt":
+                # Not a frame being written (that is "short"): what this view read past
+                # its end was replaced, or the file is damaged; recovery will tell.
+                return None
             if result.limit >= size:  # the window reached the end of the file
-                return result.damage is None and result.batch_start == result.end
-            if result.damage is None and result.end < result.limit:
+                return damage is None and result.batch_start == result.end
+            if damage is None and result.end < result.limit:
                 return True  # zeros: the preallocated tail
-            if result.damage is not None and not result.damage.short:
+            if damage is not None and not damage.short:
                 return False
             if seg.size == start:
                 window *= 2  # a frame or batch larger than the window
