@@ -128,7 +128,11 @@ class StateFile:
         return self._map is not None
 
     def open(self, *, create: bool) -> bool:
-        """Map the file (creating it when ``create``); False when it does not exist."""
+        """Map the file (creating it when ``create``); False when it does not exist.
+
+        A file this call creates (or completes) holds the ``reset`` record, not zeros, so
+        that no frame a writer adds before its first acknowledged commit is delivered.
+        """
         if self._map is not None:
             return True
         fs = self._fs
@@ -141,16 +145,34 @@ class StateFile:
                 fd = fs.open_read(self.path)
         except FileNotFoundError:
             return False
+        made = False
         try:
             if fs.size(fd) < STATE_FILE_SIZE:
                 if not self.writable:
                     return False  # being created: nothing to trust yet
                 fs.truncate(fd, STATE_FILE_SIZE)
+                made = True
             self._map = fs.map_shared(fd, STATE_FILE_SIZE, writable=self.writable)
         finally:
             fs.close(fd)
         self._cached = b""
+        if made:
+            self.reset(fs.boot_id())
         return True
+
+    def reset(self, boot: bytes) -> None:
+        """Store a record that acknowledges nothing (base 0, acked 0), busy set.
+
+        A run's record says this from its creation (or after its segments were lost) until
+        its writer's first commit is acknowledged: readers in other processes, which trust a
+        current record's ``acked``, then deliver none of the frames written before that (an
+        unreadable record would make them trust every complete frame, one whose fsync is
+        failing included), and a writer that finds it so, its creator having died,
+        recovers the run.
+        """
+        assert self._map is not None
+        self._map.write(0, encode_run_state(RunState(0, boot, 0, 0, 0, 0)) + b"\1")
+        self._cached = b""
 
     def read(self) -> RunState | None:
         """The record, or None when it is unreadable (retried over a torn read)."""
@@ -319,13 +341,26 @@ class SharedRun:
         if not segments:
             self.epoch = 0
             if recovered is not None:
+                if sf.open(create=False):
+                    # The frames are gone, and with them whatever the record acknowledged:
+                    # readers must not hold a new incarnation's frames to an old ``acked``.
+                    if ctx.keep_state:
+                        sf.reset(ctx.boot)
+                    else:
+                        sf.write(RunState(STATE_FRAMES_ACKED, ctx.boot, 0, 0, 0, 0))
+                    sf.close()
                 with contextlib.suppress(OSError):
                     ctx.fs.rmdir(self.dir)  # a directory left empty by a crash
             return
         if ctx.keep_state:
             sf.open(create=True)
             old = sf.read()
-            fresh = old is None or old.boot != ctx.boot or old.flags & STATE_DELETED
+            fresh = (
+                old is None
+                or old.boot != ctx.boot
+                or old.flags & STATE_DELETED
+                or old.base == 0  # reset: no commit of this incarnation was acknowledged
+            )
             self.epoch = new_epoch() if fresh or old is None else old.epoch
             self.publish_state()
         elif sf.open(create=False):

@@ -64,8 +64,10 @@ def done(run: uuid.UUID) -> RunCompleted:
 #: Where the failing append falls: the appends before it (``"delete"`` deletes the run),
 #: the number of the fdatasync that fails, and whether the failing append starts a segment.
 WHERE = {
+    "first": ([], 1),
     "later": (["a", "b"], 3),
     "after-roll": (["a", "b", "c"], 4),
+    "after-delete": (["a", "b", "delete"], 3),
 }
 
 
@@ -146,6 +148,43 @@ def test_a_reader_never_sees_the_append_whose_fsync_fails(
     reader.close()
     with segmentlog.open(path, read_only=True) as fresh:
         assert names(read_all(fresh, run)) == acked
+
+
+@pytest.mark.parametrize("multiprocess", [False, True], ids=["exclusive", "multiprocess"])
+def test_a_state_record_left_without_segments_does_not_vouch_for_new_frames(
+    tmp_path: Path, multiprocess: bool
+) -> None:
+    """Salvage took every segment of a run out (its first header was damaged), leaving the
+    run's state record, which acknowledged seq 3. The next frames of the run must be held to
+    the new writer's watermark, not to that record's."""
+    path, gates = str(tmp_path / "log"), str(tmp_path / "gates")
+    os.mkdir(gates)
+    run = uuid.uuid4()
+    options = {"fsync": "always", "multiprocess": multiprocess}
+    with segmentlog.open(path, **options) as log:
+        for name in ["a", "b", "c"]:
+            log.append(delta(run, name))
+    segment = tmp_path / "log" / "runs" / str(run) / segment_name(1)
+    with open(segment, "r+b") as f:
+        f.write(b"\0" * 8)  # the header's magic
+    with segmentlog.open(path, recovery="salvage", **options) as log:
+        assert log.last_seq(run) is None
+    assert not segment.exists() and (segment.parent / "STATE").exists()
+    reader = segmentlog.open(path, read_only=True)
+    with workers(1) as (writer,):
+        writer.call("open", path, fs=GateSpec(gates, fdatasync={1: "hold-eio"}), **options)
+        writer.send("append", delta(run, "FAILED"))
+        wait_reached(gates, "fdatasync", 1, writer)
+        assert read_all(reader, run) == []
+        with segmentlog.open(path, read_only=True) as other:
+            assert read_all(other, run) == []
+        open_gate(gates, "fdatasync", 1)
+        with pytest.raises(RemoteError):
+            writer.recv()
+        writer.call("open", path, **options)
+        writer.call("append", delta(run, "new"))
+    assert names(read_all(reader, run)) == ["new"]
+    reader.close()
 
 
 # --- random failures, followed by a subscriber and by tail --follow --------------------------
