@@ -11,7 +11,10 @@ Strategy and invariants
 - Readers open and close their own descriptors per call, so the writer's descriptor LRU can
   never pull one from under them.
 - A read-only log has no writer to tell it of appends: ``follow`` verifies what another
-  process added to a run since the last look, and only whole batches become visible.
+  process added to a run since the last look, and only whole batches become visible, never
+  past the writer's watermark (read before the frames, so not even midway through a look).
+  A view the files no longer continue (frames cut off after a failed fsync and written
+  again) is loaded afresh.
 - An index point that names another seq is a stale cache entry, not damage: it is dropped and
   the walk restarts from the previous point. Anything else that does not verify raises
   ``CorruptionError`` with the file, the offset and the seqs affected; a record that fails its
@@ -35,6 +38,7 @@ from .format import (
     STATE_FRAMES_ACKED,
     ZERO_FILL,
     FrameCorruption,
+    RunState,
     frame_checksum,
     frame_length,
     segment_name,
@@ -47,7 +51,7 @@ from .schema import EnvelopeCodec, new_page
 from .segment import Segment
 from .shared import StateFile
 
-__all__ = ["Followed", "clamp_to_state", "fingerprint", "follow", "read_page"]
+__all__ = ["Followed", "clamp_to_state", "fingerprint", "follow", "read_page", "watermark"]
 
 E = TypeVar("E")
 
@@ -182,19 +186,21 @@ def follow(fs: FileSystem, run: Followed, boot: bytes, max_record: int) -> None:
         if fresh or fingerprint(fs, run.dir) != run.fingerprint:
             _reload(fs, run, boot)
             return
+        # Read before the frames: what it acknowledges is acknowledged whatever they hold.
+        cap = watermark(run, boot)
         for base in list_segments(fs, run.dir, writable=False):
             if base <= run.bases[-1]:
                 continue
             # A later segment exists, so this one was sealed: it must end cleanly, just
             # before the next one's first seq.
-            if _extend_tail(fs, run, max_record) is not True or run.last_seq + 1 != base:
+            if _extend_tail(fs, run, max_record, cap) is not True or run.last_seq + 1 != base:
                 _reload(fs, run, boot)
                 return
             seg = Segment(run.dir, base, SparseIndex(base, run.segments[-1].index.interval))
             with run.view_lock:
                 run.segments.append(seg)
                 run.bases.append(base)
-        if _extend_tail(fs, run, max_record) is None or clamp_to_state(run, boot):
+        if _extend_tail(fs, run, max_record, cap) is None or clamp_to_state(run, boot):
             _reload(fs, run, boot)
 
 
@@ -204,16 +210,34 @@ def _reload(fs: FileSystem, run: Followed, boot: bytes) -> None:
     clamp_to_state(run, boot)
 
 
-def clamp_to_state(run: Followed, boot: bytes) -> bool:
-    """Hold the run's visible seq to its writer's watermark; True if the run was deleted."""
+def _current_state(run: Followed, boot: bytes) -> RunState | None:
+    """The run's state record while it holds a watermark: written in this boot by a writer
+    that keeps one. None otherwise: then complete frames are acknowledged ones."""
     sf = run.state_file
     if not sf.mapped and not sf.open(create=False):
-        return False
+        return None
     state = sf.read()
     if state is None or not boot or state.boot != boot or state.flags & STATE_FRAMES_ACKED:
-        return False  # no current watermark: complete frames are acknowledged ones
+        return None
+    return state
+
+
+def watermark(run: Followed, boot: bytes) -> int | None:
+    """The run's last acknowledged seq per its state record (0 once deleted); None when the
+    record holds no watermark."""
+    state = _current_state(run, boot)
+    if state is None:
+        return None
+    return 0 if state.flags & STATE_DELETED else state.acked
+
+
+def clamp_to_state(run: Followed, boot: bytes) -> bool:
+    """Hold the run's visible seq to its writer's watermark; True if the run was deleted."""
+    state = _current_state(run, boot)
+    if state is None:
+        return False
     if state.flags & STATE_DELETED:
-        sf.close()
+        run.state_file.close()
         return True
     with run.view_lock:
         run.visible_seq = min(run.last_seq, state.acked)
@@ -232,8 +256,10 @@ def fingerprint(fs: FileSystem, run_dir: str) -> bytes | None:
         fs.close(fd)
 
 
-def _extend_tail(fs: FileSystem, run: Followed, max_record: int) -> bool | None:
-    """Verify frames appended to the last segment.
+def _extend_tail(
+    fs: FileSystem, run: Followed, max_record: int, cap: int | None = None
+) -> bool | None:
+    """Verify frames appended to the last segment; make them visible up to seq ``cap``.
 
     True when it reached the data end; False when it stopped at a frame or batch still being
     written; None when the file no longer continues this view (it is gone, shorter than what
@@ -262,7 +288,8 @@ def _extend_tail(fs: FileSystem, run: Followed, max_record: int) -> bool | None:
                 with run.view_lock:
                     seg.size = result.batch_start
                     seg.last_seq = result.batch_start_seq
-                    run.last_seq = run.visible_seq = seg.last_seq
+                    run.last_seq = seg.last_seq
+                    run.visible_seq = seg.last_seq if cap is None else min(seg.last_seq, cap)
                     if result.last_payload is not None:
                         run.tail_payload = result.last_payload
             damage = result.damage

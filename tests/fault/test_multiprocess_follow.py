@@ -300,6 +300,89 @@ def test_followers_in_other_processes_skip_failed_appends(
         assert list(zip([e.seq for e in got], names(got), strict=True)) == acked
 
 
+# --- what another reader thread could see in the middle of a follow ------------------------
+
+
+class _Watch(FileSystem):
+    """Notes the watched run's ``visible_seq`` at every file-system call: what a reader
+    thread of this process could snapshot at that moment (``list_after`` takes the run's
+    view lock only for its snapshot)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run: Any = None
+        self.old: list[Any] = []
+        #: (the view is still the old incarnation's, visible_seq) at each call
+        self.seen: list[tuple[bool, int]] = []
+
+    def _note(self) -> None:
+        run = self.run
+        if run is not None:
+            segments = list(run.segments)
+            self.seen.append((bool(segments) and segments[-1] in self.old, run.visible_seq))
+
+    def open_read(self, path: str) -> int:
+        self._note()
+        return super().open_read(path)
+
+    def pread(self, fd: int, size: int, offset: int) -> bytes:
+        self._note()
+        return super().pread(fd, size, offset)
+
+    def close(self, fd: int) -> None:
+        self._note()
+        super().close(fd)
+
+    def listdir(self, path: str) -> list[str]:
+        self._note()
+        return super().listdir(path)
+
+
+@pytest.mark.parametrize(
+    "case", ["new-frame", pytest.param("re-created", marks=pytest.mark.engine_bug)]
+)
+def test_a_follow_never_exposes_an_unacknowledged_frame_midway(tmp_path: Path, case: str) -> None:
+    """While a follow takes in a frame whose fsync is still running, the run's visible seq
+    must never pass the writer's watermark, not even between two statements of ``follow``.
+
+    ENGINE BUG for "re-created" (run.py ``Run.adopt``, used by ``SharedRun.reload``): a
+    read-only view loaded afresh publishes every complete frame as visible, and only then
+    is clamped to the watermark; a reader thread snapshotting in between delivers a frame
+    whose fsync may yet fail. ``adopt`` needs the cap (the watermark, read before recovery)
+    to set ``visible_seq`` under the same hold of the view lock."""
+    path, gates = str(tmp_path / "log"), str(tmp_path / "gates")
+    os.mkdir(gates)
+    run = uuid.uuid4()
+    segmentlog.open(path, multiprocess=True).close()
+    watch = _Watch()
+    reader = segmentlog.open(path, read_only=True, fs=watch)
+    with workers(1) as (writer,):
+        spec = GateSpec(gates, fdatasync={3: "hold"})
+        writer.call("open", path, fs=spec, fsync="always", multiprocess=True)
+        writer.call("append", delta(run, "a"))
+        writer.call("append", delta(run, "b"))
+        assert names(read_all(reader, run)) == ["a", "b"]
+        acked = 2
+        if case == "re-created":
+            assert writer.call("delete_run", run) is True
+            acked = 0
+        writer.send("append", delta(run, "held"))
+        wait_reached(gates, "fdatasync", 3, writer)
+        watch.run = reader._runs[run]
+        watch.old = list(watch.run.segments)
+        assert reader.last_seq(run) == (acked or None)
+        watch.run = None
+        open_gate(gates, "fdatasync", 3)
+        assert writer.recv().seq == acked + 1
+    assert watch.seen, "the follow made no file-system call"
+    leaks = [visible for old, visible in watch.seen if not old and visible > acked]
+    if case == "new-frame":
+        leaks = [visible for _, visible in watch.seen if visible > acked]
+    assert not leaks, f"visible_seq passed the watermark ({acked}) midway: {watch.seen}"
+    assert reader.last_seq(run) == acked + 1
+    reader.close()
+
+
 # --- a read planned past the end of a file ---------------------------------------------------
 
 _SHORTER_THAN_PLANNED = """
