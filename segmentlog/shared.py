@@ -195,14 +195,17 @@ class StateFile:
         if self._map is not None:
             self._cached = self._map.read(0, STATE_RECORD_SIZE) + b"\0"
 
-    def publish(self, flags_boot_epoch: bytes, base: int, end: int, acked: int) -> None:
+    def publish(
+        self, flags_boot_epoch: bytes, base: int, end: int, acked: int, busy: bool = False
+    ) -> None:
         """Store a record whose first 32 bytes are ``flags_boot_epoch`` (see ``prefix``):
-        the hot path of ``write``."""
+        the hot path of ``write``. ``busy`` keeps the busy byte set (more writes may follow
+        under the same hold of the lock; ``clear_busy`` ends it)."""
         assert self._map is not None
         head = flags_boot_epoch + _TAIL.pack(base, end, acked)
-        data = head + _SUM.pack(xxh3_64(head)) + b"\0"
-        self._map.write(0, data)
-        self._cached = data
+        record = head + _SUM.pack(xxh3_64(head))
+        self._map.write(0, record + (b"\1" if busy else b"\0"))
+        self._cached = record + b"\0"
 
     @staticmethod
     def prefix(flags: int, boot: bytes, epoch: int) -> bytes:
@@ -227,6 +230,11 @@ class StateFile:
             return False
         self._map.write(STATE_BUSY_AT, b"\1")
         return True
+
+    def clear_busy(self) -> None:
+        """Clear the busy byte, if mapped: every write under way was published."""
+        if self._map is not None:
+            self._map.write(STATE_BUSY_AT, b"\0")
 
     def unchanged(self) -> bool:
         """True when mapped and exactly as this process last read or wrote it (the hot
@@ -272,8 +280,9 @@ class SharedRun:
     run_lock: RunLock
     _prefix: bytes = b""
     _prefix_epoch: int = -1
-    #: Set while this process holds the run with its busy byte set.
-    busy: bool = False
+    #: True between ``enter`` and ``leave``: this process holds the run against the others,
+    #: and the run's busy byte stays set, however many commits, rolls and publishes happen.
+    holding: bool = False
 
     def adopt(
         self, segments: list[Segment], last_seq: int, last_payload: bytes | None, writable: bool
@@ -291,17 +300,28 @@ class SharedRun:
             sf = self.state_file
             if not sf.unchanged():
                 self.catch_up()
-            self.busy = sf.set_busy()
+            sf.set_busy()
+            self.holding = True
         except BaseException:
             self.run_lock.release()
             raise
 
     def leave(self) -> None:
-        """Release the run to other processes (publishing this view if nothing was)."""
+        """Release the run to other processes.
+
+        The busy byte is cleared only here: a commit publishes the record but leaves the
+        byte set, since a group commit may go on to roll the segment and write more under
+        the same hold. A process killed anywhere before this point leaves the run busy, and
+        the next holder recovers it instead of trusting a record that misses those writes.
+        After an I/O error (fail-stop) the byte stays set too.
+        """
         try:
-            if self.busy and self.ctx.state.failed is None:
-                self.publish_state()  # nothing was committed: clear the busy byte
+            if self.ctx.state.failed is None:
+                # The record covers this view (catch_up remembered or published it, and
+                # every commit published): nothing written under this hold is unpublished.
+                self.state_file.clear_busy()
         finally:
+            self.holding = False
             self.run_lock.release()
 
     @contextlib.contextmanager
@@ -370,7 +390,8 @@ class SharedRun:
             sf.close()
 
     def publish_state(self) -> None:
-        """Store this process's view of the run in its state record (clears busy)."""
+        """Store this process's view of the run in its state record (the busy byte stays set
+        while this process holds the run: ``leave`` clears it)."""
         sf = self.state_file
         if not self.segments:
             return
@@ -380,8 +401,7 @@ class SharedRun:
         if self._prefix_epoch != self.epoch:
             self._prefix = StateFile.prefix(0, self.ctx.boot, self.epoch)
             self._prefix_epoch = self.epoch
-        sf.publish(self._prefix, seg.base_seq, seg.size, self.visible_seq)
-        self.busy = False
+        sf.publish(self._prefix, seg.base_seq, seg.size, self.visible_seq, self.holding)
 
     def catch_up(self) -> None:
         """Under the run's lock: take in what other processes did since this view."""
