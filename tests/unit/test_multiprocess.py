@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -758,3 +760,91 @@ def test_sync_after_another_process_deleted_a_run_does_not_fail_the_log(
         a.call("sync")
         assert a.call("append", delta(other, "y")).seq == 1
         assert a.call("append", delta(run, "z")).seq == 1
+
+
+_MANY_RUNS = """
+import resource, sys, uuid
+import segmentlog
+from segmentlog import TextDelta
+
+path, mode = sys.argv[1], sys.argv[2]
+with segmentlog.open(path, multiprocess=True, fsync="never") as log:
+    for i in range(600):
+        log.append(TextDelta(run_id=uuid.UUID(int=i + 1), delta="x"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+options = {"read_only": True} if mode == "read_only" else {"multiprocess": True}
+with segmentlog.open(path, **options) as log:
+    for i in range(600):
+        assert log.last_seq(uuid.UUID(int=i + 1)) == 1
+print("ok")
+"""
+
+
+@pytest.mark.engine_bug
+@pytest.mark.parametrize("mode", ["read_only", "multiprocess"])
+def test_looking_at_many_runs_holds_a_bounded_number_of_descriptors(
+    tmp_path: Path, mode: str
+) -> None:
+    """ENGINE BUG (shared.py ``StateFile`` with _fs.py ``SharedMap``; handles.py): every run a
+    log looks at keeps its ``STATE`` file mapped, and CPython's ``mmap`` keeps a duplicate
+    of the file descriptor for as long as the mapping lives. Only runs that opened writer
+    descriptors are in the ``max_open_files`` LRU, so a read-only log (``segmentlog
+    serve``), or a writer that reads or ``retain``s many runs, holds one descriptor (and
+    one mapping) per run it ever touched: with ``ulimit -n 1024`` it fails with EMFILE after
+    about a thousand runs (here: a 256 limit and 600 runs). Runs of any writer that fsyncs
+    (the default ``batch`` included) have a STATE file, not only multiprocess ones."""
+    result = subprocess.run(
+        [sys.executable, "-c", _MANY_RUNS, str(tmp_path / "log"), mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and result.stdout == "ok\n", result.stderr[-2000:]
+
+
+_AIO_FORK = """
+import asyncio, os, sys, uuid
+import segmentlog.aio
+from segmentlog import TextDelta
+
+async def opened():
+    log = await segmentlog.aio.open(sys.argv[1], multiprocess=True)
+    await log.append(TextDelta(run_id=run, delta="parent"))
+    return log
+
+run = uuid.uuid4()
+log = asyncio.run(opened())
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    async def child():
+        try:
+            await asyncio.wait_for(log.append(TextDelta(run_id=run, delta="child")), 10)
+            return "appended"
+        except TimeoutError:
+            return "hung"
+        except Exception as exc:
+            return type(exc).__name__
+    os.write(w, asyncio.run(child()).encode())
+    os._exit(0)
+os.close(w)
+print(os.read(r, 100).decode())
+os.waitpid(pid, 0)
+asyncio.run(log.close())
+"""
+
+
+@pytest.mark.engine_bug
+def test_an_aio_log_used_in_a_fork_child_raises_log_forked_error(tmp_path: Path) -> None:
+    """ENGINE BUG (aio.py): an ``AsyncSegmentLog`` opened before ``fork()`` hangs in the
+    child instead of raising ``LogForkedError``: its thread pool's threads do not exist in
+    the child, but the pool's idle count says they do, so the call is queued and never
+    runs. The check has to happen before the call is handed to the pool."""
+    result = subprocess.run(
+        [sys.executable, "-c", _AIO_FORK, str(tmp_path / "log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "LogForkedError"
