@@ -9,8 +9,9 @@ Strategy and invariants
   counts its holders per slot, so one run never releases another's lock.
 - ``StateFile`` maps a run's ``STATE`` file (FORMAT.md): the active segment, the data end,
   the last acknowledged seq, the run's epoch (its incarnation), the boot the record was
-  written in, and a busy byte that a writer sets while it is between its first write and its
-  update of the record. Mapped, reading and updating it costs no system call.
+  written in, and a busy byte that a writer sets before its first write under the run's lock
+  and clears when it releases the lock, after the record covers everything it wrote. Mapped,
+  reading and updating it costs no system call.
 - The record is a cache and is never fsynced: a record of another boot (a power loss may
   have lost its last updates), of another epoch, unreadable, or left busy by a writer that
   died makes the next lock holder recover the run from its files.
