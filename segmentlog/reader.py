@@ -11,7 +11,10 @@ Strategy and invariants
 - Readers open and close their own descriptors per call, so the writer's descriptor LRU can
   never pull one from under them.
 - A read-only log has no writer to tell it of appends: ``follow`` verifies what another
-  process added to a run since the last look, and only whole batches become visible.
+  process added to a run since the last look, and only whole batches become visible, never
+  past the writer's watermark (read before the frames, so not even midway through a look).
+  A view the files no longer continue (frames cut off after a failed fsync and written
+  again) is loaded afresh.
 - An index point that names another seq is a stale cache entry, not damage: it is dropped and
   the walk restarts from the previous point. Anything else that does not verify raises
   ``CorruptionError`` with the file, the offset and the seqs affected; a record that fails its
@@ -35,6 +38,7 @@ from .format import (
     STATE_FRAMES_ACKED,
     ZERO_FILL,
     FrameCorruption,
+    RunState,
     frame_checksum,
     frame_length,
     segment_name,
@@ -49,7 +53,7 @@ from .schema import EnvelopeCodec, new_page
 from .segment import Segment
 from .statefile import StateFile
 
-__all__ = ["Followed", "clamp_to_state", "fingerprint", "follow", "read_page"]
+__all__ = ["Followed", "clamp_to_state", "fingerprint", "follow", "read_page", "watermark"]
 
 E = TypeVar("E")
 
@@ -174,27 +178,31 @@ def follow(fs: FileSystem, run: Followed, boot: bytes, max_record: int) -> None:
 
     A run deleted (and perhaps re-created) behind the reader is noticed by its first frame's
     checksum (its fingerprint), a shrunken last segment or its state record, and loaded
-    afresh. While the run's state record is current (written in this boot by a writer that
-    keeps a watermark), only frames up to its acknowledged seq are visible.
+    afresh. So is a view the files no longer continue: frames this view took in past the
+    writer's watermark may have been cut off after a failed fsync and the seqs written again
+    differently. While the run's state record is current (written in this boot by a writer
+    that keeps a watermark), only frames up to its acknowledged seq are visible.
     """
     with run.commit_lock:
         fresh = not run.loaded or not run.segments
         if fresh or fingerprint(fs, run.dir) != run.fingerprint:
             _reload(fs, run, boot)
             return
+        # Read before the frames: what it acknowledges is acknowledged whatever they hold.
+        cap = watermark(run, boot)
         for base in list_segments(fs, run.dir, writable=False):
-            if base > run.bases[-1]:
-                if not _extend_tail(fs, run, max_record) or run.last_seq + 1 != base:
-                    break
-                seg = Segment(run.dir, base, SparseIndex(base, run.segments[-1].index.interval))
-                with run.view_lock:
-                    run.segments.append(seg)
-                    run.bases.append(base)
-        else:
-            if not _extend_tail(fs, run, max_record) and _shrunk(fs, run.segments[-1]):
+            if base <= run.bases[-1]:
+                continue
+            # A later segment exists, so this one was sealed: it must end cleanly, just
+            # before the next one's first seq.
+            if _extend_tail(fs, run, max_record, cap) is not True or run.last_seq + 1 != base:
                 _reload(fs, run, boot)
                 return
-        if clamp_to_state(run, boot):
+            seg = Segment(run.dir, base, SparseIndex(base, run.segments[-1].index.interval))
+            with run.view_lock:
+                run.segments.append(seg)
+                run.bases.append(base)
+        if _extend_tail(fs, run, max_record, cap) is None or clamp_to_state(run, boot):
             _reload(fs, run, boot)
 
 
@@ -204,16 +212,34 @@ def _reload(fs: FileSystem, run: Followed, boot: bytes) -> None:
     clamp_to_state(run, boot)
 
 
-def clamp_to_state(run: Followed, boot: bytes) -> bool:
-    """Hold the run's visible seq to its writer's watermark; True if the run was deleted."""
+def _current_state(run: Followed, boot: bytes) -> RunState | None:
+    """The run's state record while it holds a watermark: written in this boot by a writer
+    that keeps one. None otherwise: then complete frames are acknowledged ones."""
     sf = run.state_file
     if not sf.mapped and not sf.open(create=False):
-        return False
+        return None
     state = sf.read()
     if state is None or not boot or state.boot != boot or state.flags & STATE_FRAMES_ACKED:
-        return False  # no current watermark: complete frames are acknowledged ones
+        return None
+    return state
+
+
+def watermark(run: Followed, boot: bytes) -> int | None:
+    """The run's last acknowledged seq per its state record (0 once deleted); None when the
+    record holds no watermark."""
+    state = _current_state(run, boot)
+    if state is None:
+        return None
+    return 0 if state.flags & STATE_DELETED else state.acked
+
+
+def clamp_to_state(run: Followed, boot: bytes) -> bool:
+    """Hold the run's visible seq to its writer's watermark; True if the run was deleted."""
+    state = _current_state(run, boot)
+    if state is None:
+        return False
     if state.flags & STATE_DELETED:
-        sf.close()
+        run.state_file.close()
         return True
     with run.view_lock:
         run.visible_seq = min(run.last_seq, state.acked)
@@ -232,22 +258,27 @@ def fingerprint(fs: FileSystem, run_dir: str) -> bytes | None:
         fs.close(fd)
 
 
-def _shrunk(fs: FileSystem, seg: Segment) -> bool:
-    try:
-        return fs.file_size(seg.path) < seg.size
-    except FileNotFoundError:
-        return True
+def _extend_tail(
+    fs: FileSystem, run: Followed, max_record: int, cap: int | None = None
+) -> bool | None:
+    """Verify frames appended to the last segment; make them visible up to seq ``cap``.
 
-
-def _extend_tail(fs: FileSystem, run: Followed, max_record: int) -> bool:
-    """Verify frames appended to the last segment; True when it reached the data end."""
+    True when it reached the data end; False when it stopped at a frame or batch still being
+    written; None when the file no longer continues this view (it is gone, shorter than what
+    the view read, or the bytes after the view's end are not the next frame), so the run
+    must be loaded afresh.
+    """
     seg = run.segments[-1]
     try:
         fd = fs.open_read(seg.path)
     except FileNotFoundError:
-        return False
+        return None
     try:
         size = fs.size(fd)
+        if size < seg.size:
+            if seg.last_seq < seg.base_seq and seg.size == SEGMENT_HEADER_SIZE:
+                return False  # a new segment whose header is not written yet
+            return None
         window = _FOLLOW_WINDOW
         while size > seg.size:
             start = seg.size
@@ -259,14 +290,20 @@ def _extend_tail(fs: FileSystem, run: Followed, max_record: int) -> bool:
                 with run.view_lock:
                     seg.size = result.batch_start
                     seg.last_seq = result.batch_start_seq
-                    run.last_seq = run.visible_seq = seg.last_seq
+                    run.last_seq = seg.last_seq
+                    run.visible_seq = seg.last_seq if cap is None else min(seg.last_seq, cap)
                     if result.last_payload is not None:
                         run.tail_payload = result.last_payload
+            damage = result.damage
+            if damage is not None and damage.kind == "corrupt":
+                # Not a frame being written (that is "short"): what this view read past
+                # its end was replaced, or the file is damaged; recovery will tell.
+                return None
             if result.limit >= size:  # the window reached the end of the file
-                return result.damage is None and result.batch_start == result.end
-            if result.damage is None and result.end < result.limit:
+                return damage is None and result.batch_start == result.end
+            if damage is None and result.end < result.limit:
                 return True  # zeros: the preallocated tail
-            if result.damage is not None and not result.damage.short:
+            if damage is not None and not damage.short:
                 return False
             if seg.size == start:
                 window *= 2  # a frame or batch larger than the window

@@ -132,7 +132,9 @@ class Run(RunFiles, SharedRun, Generic[E]):
         #: The shared state record, and the incarnation this view belongs to.
         #: The run's idempotency keys, built on first use (``keys.py``).
         self.keys: KeyIndex | None = None
-        self.state_file = StateFile(ctx.fs, self.dir, writable=ctx.writable, on_map=self._mapped)
+        self.state_file = StateFile(
+            ctx.fs, self.dir, writable=ctx.writable, boot=ctx.boot, on_map=self._mapped
+        )
         self.epoch = 0
         #: Bumped whenever the view is replaced wholesale (recovered again, or deleted), so
         #: a reader can tell that the files its snapshot named may now be another

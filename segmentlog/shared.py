@@ -9,8 +9,9 @@ Strategy and invariants
   counts its holders per slot, so one run never releases another's lock.
 - ``StateFile`` maps a run's ``STATE`` file (FORMAT.md): the active segment, the data end,
   the last acknowledged seq, the run's epoch (its incarnation), the boot the record was
-  written in, and a busy byte that a writer sets while it is between its first write and its
-  update of the record. Mapped, reading and updating it costs no system call.
+  written in, and a busy byte that a writer sets before its first write under the run's lock
+  and clears when it releases the lock, after the record covers everything it wrote. Mapped,
+  reading and updating it costs no system call.
 - The record is a cache and is never fsynced: a record of another boot (a power loss may
   have lost its last updates), of another epoch, unreadable, or left busy by a writer that
   died makes the next lock holder recover the run from its files.
@@ -132,8 +133,9 @@ class SharedRun:
     run_lock: RunLock
     _prefix: bytes = b""
     _prefix_epoch: int = -1
-    #: Set while this process holds the run with its busy byte set.
-    busy: bool = False
+    #: True between ``enter`` and ``leave``: this process holds the run against the others,
+    #: and the run's busy byte stays set, however many commits, rolls and publishes happen.
+    holding: bool = False
 
     if TYPE_CHECKING:  # provided by the other parts of Run
 
@@ -155,17 +157,28 @@ class SharedRun:
             sf = self.state_file
             if not sf.unchanged():
                 self.catch_up()
-            self.busy = sf.set_busy()
+            sf.set_busy()
+            self.holding = True
         except BaseException:
             self.run_lock.release()
             raise
 
     def leave(self) -> None:
-        """Release the run to other processes (publishing this view if nothing was)."""
+        """Release the run to other processes.
+
+        The busy byte is cleared only here: a commit publishes the record but leaves the
+        byte set, since a group commit may go on to roll the segment and write more under
+        the same hold. A process killed anywhere before this point leaves the run busy, and
+        the next holder recovers it instead of trusting a record that misses those writes.
+        After an I/O error (fail-stop) the byte stays set too.
+        """
         try:
-            if self.busy and self.ctx.state.failed is None:
-                self.publish_state()  # nothing was committed: clear the busy byte
+            if self.ctx.state.failed is None:
+                # The record covers this view (catch_up remembered or published it, and
+                # every commit published): nothing written under this hold is unpublished.
+                self.state_file.clear_busy()
         finally:
+            self.holding = False
             self.run_lock.release()
 
     @contextlib.contextmanager
@@ -216,7 +229,12 @@ class SharedRun:
         if ctx.keep_state:
             sf.open(create=True)
             old = sf.read()
-            fresh = old is None or old.boot != ctx.boot or old.flags & STATE_DELETED
+            fresh = (
+                old is None
+                or old.boot != ctx.boot
+                or old.flags & STATE_DELETED
+                or old.base == 0  # reset: no commit of this incarnation was acknowledged
+            )
             self.epoch = new_epoch() if fresh or old is None else old.epoch
             self.publish_state()
         elif sf.open(create=False):
@@ -226,7 +244,8 @@ class SharedRun:
             sf.close()
 
     def publish_state(self) -> None:
-        """Store this process's view of the run in its state record (clears busy)."""
+        """Store this process's view of the run in its state record (the busy byte stays set
+        while this process holds the run: ``leave`` clears it)."""
         sf = self.state_file
         if not self.segments:
             return
@@ -236,8 +255,7 @@ class SharedRun:
         if self._prefix_epoch != self.epoch:
             self._prefix = StateFile.prefix(0, self.ctx.boot, self.epoch)
             self._prefix_epoch = self.epoch
-        sf.publish(self._prefix, seg.base_seq, seg.size, self.visible_seq)
-        self.busy = False
+        sf.publish(self._prefix, seg.base_seq, seg.size, self.visible_seq, self.holding)
 
     def catch_up(self) -> None:
         """Under the run's lock: take in what other processes did since this view."""

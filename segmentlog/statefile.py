@@ -44,7 +44,7 @@ _WITH_BUSY = 65  # the record and the busy byte after it (STATE_BUSY_AT + 1)
 class StateFile:
     """A run's mapped ``STATE`` record. Writers update it under the run's lock."""
 
-    __slots__ = ("_cached", "_fs", "_map", "_on_map", "path", "writable")
+    __slots__ = ("_boot", "_cached", "_fs", "_map", "_on_map", "path", "writable")
 
     def __init__(
         self,
@@ -52,10 +52,12 @@ class StateFile:
         run_dir: str,
         *,
         writable: bool,
+        boot: bytes = b"",
         on_map: Callable[[], None] | None = None,
     ) -> None:
         assert STATE_BUSY_AT == STATE_RECORD_SIZE
         self._fs = fs
+        self._boot = boot
         self._on_map = on_map
         self.path = f"{run_dir}/{STATE_NAME}"
         self.writable = writable
@@ -69,7 +71,11 @@ class StateFile:
 
     def open(self, *, create: bool) -> bool:
         """Map the file (creating it when ``create``); False when it does not exist, or
-        (without ``create``) is still shorter than a record."""
+        (without ``create``) is still shorter than a record.
+
+        A file this call creates (or completes) holds the ``reset`` record, not zeros, so
+        that no frame a writer adds before its first acknowledged commit is delivered.
+        """
         if self._map is not None:
             return True
         fs = self._fs
@@ -82,6 +88,7 @@ class StateFile:
                 fd = fs.open_read(self.path)
         except FileNotFoundError:
             return False
+        made = False
         try:
             size = fs.size(fd)
             if size < STATE_FILE_SIZE:
@@ -89,17 +96,33 @@ class StateFile:
                     return False  # being created (or its creator died): nothing to trust
                 # Written, not extended with truncate: the file's blocks exist before the
                 # first store through the map, so a full disk is an ENOSPC here rather
-                # than a SIGBUS there.
+                # than a SIGBUS there. (The descriptor appends: this lands at ``size``.)
                 missing = STATE_FILE_SIZE - size
                 if fs.pwrite(fd, bytes(missing), size) != missing:
                     raise OSError(errno.ENOSPC, "short write creating the run state", self.path)
+                made = True
             self._map = fs.map_shared(fd, STATE_FILE_SIZE, writable=self.writable)
         finally:
             fs.close(fd)
         self._cached = b""
+        if made:
+            self.reset()
         if self._on_map is not None:
             self._on_map()
         return True
+
+    def reset(self) -> None:
+        """Store a record that acknowledges nothing (base 0, acked 0), busy set.
+
+        A run's record says this from its creation until its writer's first commit is
+        acknowledged: readers in other processes, which trust a current record's ``acked``,
+        then deliver none of the frames written before that (an unreadable record would
+        make them trust every complete frame, one whose fsync is failing included), and a
+        writer that finds it so, its creator having died, recovers the run.
+        """
+        assert self._map is not None
+        self._map.write(0, encode_run_state(RunState(0, self._boot, 0, 0, 0, 0)) + b"\1")
+        self._cached = b""
 
     def read(self) -> RunState | None:
         """The record, or None when it is unreadable (retried over a torn read)."""
@@ -128,14 +151,17 @@ class StateFile:
         if self._map is not None:
             self._cached = self._map.read(0, STATE_RECORD_SIZE) + b"\0"
 
-    def publish(self, flags_boot_epoch: bytes, base: int, end: int, acked: int) -> None:
+    def publish(
+        self, flags_boot_epoch: bytes, base: int, end: int, acked: int, busy: bool = False
+    ) -> None:
         """Store a record whose first 32 bytes are ``flags_boot_epoch`` (see ``prefix``):
-        the hot path of ``write``."""
+        the hot path of ``write``. ``busy`` keeps the busy byte set (more writes may follow
+        under the same hold of the lock; ``clear_busy`` ends it)."""
         assert self._map is not None
         head = flags_boot_epoch + _TAIL.pack(base, end, acked)
-        data = head + _SUM.pack(xxh3_64(head)) + b"\0"
-        self._map.write(0, data)
-        self._cached = data
+        record = head + _SUM.pack(xxh3_64(head))
+        self._map.write(0, record + (b"\1" if busy else b"\0"))
+        self._cached = record + b"\0"
 
     @staticmethod
     def prefix(flags: int, boot: bytes, epoch: int) -> bytes:
@@ -160,6 +186,11 @@ class StateFile:
             return False
         self._map.write(STATE_BUSY_AT, b"\1")
         return True
+
+    def clear_busy(self) -> None:
+        """Clear the busy byte, if mapped: every write under way was published."""
+        if self._map is not None:
+            self._map.write(STATE_BUSY_AT, b"\0")
 
     def unchanged(self) -> bool:
         """True when mapped and exactly as this process last read or wrote it (the hot
