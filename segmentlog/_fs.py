@@ -139,13 +139,19 @@ class FileSystem:
             self._sync_data, self._sync_dir = _sync_functions(self.sync_method)
             return self._sync_data, self._sync_dir
 
-    def check_supported(self) -> None:
-        """Raise ``UnsupportedPlatformError`` where segment logs cannot run."""
+    def check_supported(self, *, multiprocess: bool = False) -> None:
+        """Raise ``UnsupportedPlatformError`` where segment logs (or, with ``multiprocess``,
+        several writer processes) cannot run."""
         if self.sync_method == "unsupported":
             raise UnsupportedPlatformError(
                 f"segmentlog.open needs POSIX file locking, which {sys.platform} lacks; "
                 "segment logs run on Linux, macOS and other POSIX systems. On this platform "
                 "use MemoryEventStore or segmentlog.postgres.PostgresEventStore"
+            )
+        if multiprocess and not self.shared_locks:
+            raise UnsupportedPlatformError(
+                "multiprocess=True needs open-file-description locks, which this platform "
+                "lacks (they are Linux's); open with one writer process instead"
             )
 
     # --- descriptors ---------------------------------------------------------------------

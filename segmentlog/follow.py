@@ -7,7 +7,8 @@ Strategy and invariants
   falls behind holds one page, never an unbounded buffer.
 - A writer's ``wait_for`` sleeps on ``AppendSignal``, which commits notify once their appends
   are visible (so a waiter never sees a failed append). Notifying costs nothing while nobody
-  waits. A read-only log has no writer to notify it: it polls the files.
+  waits. A read-only log has no writer to notify it: it polls the files. A multiprocess
+  writer is woken by its own appends and polls for the other processes'.
 """
 
 from __future__ import annotations
@@ -44,23 +45,36 @@ class AppendSignal:
                 self._cond.notify_all()
 
     def wait(
-        self, ready: Callable[[], bool], timeout: float | None, closed: Callable[[], bool]
+        self,
+        ready: Callable[[], bool],
+        timeout: float | None,
+        closed: Callable[[], bool],
+        poll: Callable[[], bool] | None = None,
     ) -> bool:
-        """Block until ``ready()``; False on timeout or once ``closed()``."""
+        """Block until ``ready()``; False on timeout or once ``closed()``.
+
+        ``poll`` (a multiprocess writer: did another process append?) is also checked every
+        ``READ_ONLY_POLL_SECONDS``, outside the signal's lock, since it may wait for a run
+        lock that another process holds across an fsync.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            self._waiters += 1
-            try:
-                while not ready():
+        step = 0.5 if poll is None else READ_ONLY_POLL_SECONDS
+        while True:
+            if poll is not None and poll():
+                return True
+            with self._cond:
+                self._waiters += 1
+                try:
+                    if ready():
+                        return True
                     if closed():
                         return False
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
-                    self._cond.wait(0.5 if remaining is None else min(0.5, remaining))
-                return True
-            finally:
-                self._waiters -= 1
+                    self._cond.wait(step if remaining is None else min(step, remaining))
+                finally:
+                    self._waiters -= 1
 
 
 def poll_until(

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from ._fs import OS_FS, FileSystem
 from .durability import FsyncTimer, IntervalFlusher, LogState
-from .errors import NotFoundError, UnsupportedPlatformError
+from .errors import NotFoundError
 from .events import Envelope, new_event_id
 from .follow import AppendSignal, poll_until, subscribe
 from .handles import Handles
@@ -79,7 +79,7 @@ class SegmentLog(Generic[E]):
     """
 
     def __init__(self, path: str, options: LogOptions, fs: FileSystem) -> None:
-        fs.check_supported()
+        fs.check_supported(multiprocess=options.multiprocess and not options.read_only)
         self.path = path
         self.options = options
         self._fs = fs
@@ -93,11 +93,6 @@ class SegmentLog(Generic[E]):
         if options.read_only:
             check_directory(fs, path)
         else:
-            if options.multiprocess and not fs.shared_locks:
-                raise UnsupportedPlatformError(
-                    "multiprocess=True needs open-file-description locks, which this platform "
-                    "lacks (they are Linux's); open with one writer process instead"
-                )
             self._lock_fd = open_for_writing(fs, path, shared=options.multiprocess)
             if options.multiprocess:
                 self._locks = RunLocks(fs, path)
@@ -292,17 +287,22 @@ class SegmentLog(Generic[E]):
     def wait_for(self, run_id: uuid.UUID, after_seq: int, timeout: float | None = None) -> bool:
         """Block until the run has an acknowledged seq above ``after_seq``; False on timeout.
 
-        A read-only log polls the files; a writer is woken by its appends.
+        A read-only log polls the files; a writer is woken by its appends (a multiprocess
+        writer also polls for other processes').
         """
         self._state.check_open()
 
         def closed() -> bool:
             return self._state.closed
 
+        def fresh() -> bool:  # polled: the files, or what other processes appended
+            return not closed() and self._fresh(run_id).visible_seq > after_seq
+
         if self.options.read_only:
-            return poll_until(lambda: self._fresh(run_id).visible_seq > after_seq, timeout, closed)
+            return poll_until(fresh, timeout, closed)
         run = self._get_run(run_id)
-        return self._signal.wait(lambda: run.visible_seq > after_seq, timeout, closed)
+        poll = None if self._locks is None else fresh
+        return self._signal.wait(lambda: run.visible_seq > after_seq, timeout, closed, poll)
 
     def subscribe(
         self, run_id: uuid.UUID, after_seq: int | None = None, *, poll_interval: float = 0.5
@@ -395,13 +395,16 @@ class SegmentLog(Generic[E]):
     def close(self) -> None:
         """Sync per the fsync policy, trim and release descriptors, release the lock.
 
-        Idempotent.
+        Idempotent. In a ``fork()`` child of the process that opened the log it writes
+        nothing and only closes the child's descriptors.
         """
         if self._state.closed:
             return
         if self._flusher is not None:
             self._flusher.stop()
+        # A fork() child's copy only lets go of its descriptors: the files are the parent's.
         writer = not self.options.read_only and self._state.failed is None
+        writer = writer and not self._state.forked
         if writer and self.options.fsync is not FsyncPolicy.NEVER:
             # Only what this process appended: a reader that merely recovered runs should
             # not pay an fsync per run it looked at (``sync()`` covers those on request).

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from ._fs import FileSystem
@@ -111,7 +112,11 @@ def _read_segment(
         raise NotFoundError(run_id) from None  # deleted while we read
     try:
         while expected <= last and pos < size:
-            buf = fs.pread(fd, min(chunk, size - pos), pos)
+            want = min(chunk, size - pos)
+            buf = fs.pread(fd, want, pos)
+            if len(buf) < want:  # cut (or replaced) since the snapshot: never spin on it
+                reason = f"file ends at {pos + len(buf)}, before its acknowledged size {size}"
+                raise _damage(seg, pos + len(buf), reason, expected, seg_last)
             bpos, expected, stop = walk_frames(buf, 0, expected, first, last, max_record, page)
             if stop is None:
                 break
@@ -170,7 +175,7 @@ class Followed(Protocol):
     commit_lock: threading.Lock
     state_file: StateFile
 
-    def reload(self) -> None: ...
+    def reload(self, watermark: Callable[[], int | None] | None = None) -> None: ...
 
 
 def follow(fs: FileSystem, run: Followed, boot: bytes, max_record: int) -> None:
@@ -207,7 +212,7 @@ def follow(fs: FileSystem, run: Followed, boot: bytes, max_record: int) -> None:
 
 
 def _reload(fs: FileSystem, run: Followed, boot: bytes) -> None:
-    run.reload()
+    run.reload(lambda: watermark(run, boot))
     run.fingerprint = fingerprint(fs, run.dir) if run.segments else None
     clamp_to_state(run, boot)
 

@@ -152,14 +152,21 @@ class Run(RunFiles, SharedRun, Generic[E]):
     # --- loading ---------------------------------------------------------------------------
 
     def adopt(
-        self, segments: list[Segment], last_seq: int, last_payload: bytes | None, writable: bool
+        self,
+        segments: list[Segment],
+        last_seq: int,
+        last_payload: bytes | None,
+        writable: bool,
+        cap: int | None = None,
     ) -> None:
-        """Take the state recovery established. Holds ``commit_lock``."""
+        """Take the state recovery established (visible up to ``cap``, when given). Holds
+        ``commit_lock``."""
         self.keys = None  # built again from the recovered frames when next needed
         with self.view_lock:
             self.segments = segments
             self.bases = [s.base_seq for s in segments]
-            self.last_seq = self.visible_seq = last_seq
+            self.last_seq = last_seq
+            self.visible_seq = last_seq if cap is None else min(cap, last_seq)
             self.tail_payload = last_payload
             self.session_id = None
             self.terminal = False

@@ -49,6 +49,8 @@ class RunFiles:
 
         def reset(self) -> None: ...
 
+        def hold(self) -> contextlib._GeneratorContextManager[None]: ...
+
     def _rollback(self, seg: Segment, start: int, last_kept: int) -> None:
         """Cut unacknowledged frames off after an fsync error (best effort)."""
         self.last_seq = last_kept
@@ -135,12 +137,20 @@ class RunFiles:
             if not self.unsynced:
                 return
             self.ctx.state.check_writable()
-            seg = self.active_segment()
-            try:
-                seg.sync(self.ctx.fs, self.ctx.timer)
-                self._sync_dirs()
-            except OSError as exc:
-                raise self.ctx.state.fail(exc) from exc
+            if self.ctx.locks is None:
+                self._sync_now()
+                return
+            with self.hold():  # catch up first: another process may have deleted the run
+                if self.unsynced:
+                    self._sync_now()
+
+    def _sync_now(self) -> None:
+        seg = self.active_segment()
+        try:
+            seg.sync(self.ctx.fs, self.ctx.timer)
+            self._sync_dirs()
+        except OSError as exc:
+            raise self.ctx.state.fail(exc) from exc
 
     def release_files(self, *, blocking: bool, trim: bool = False) -> bool:
         """Close the run's descriptors (``trim``: cut preallocated zeros first).

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ._fs import FileSystem
@@ -145,6 +145,7 @@ class SharedRun:
             last_seq: int,
             last_payload: bytes | None,
             writable: bool,
+            cap: int | None = None,
         ) -> None: ...
 
         def close_files(self) -> None: ...
@@ -201,16 +202,23 @@ class SharedRun:
         finally:
             self.run_lock.release()
 
-    def reload(self) -> None:
-        """Forget this view, recover the run from its files, and publish the result."""
+    def reload(self, watermark: Callable[[], int | None] | None = None) -> None:
+        """Forget this view, recover the run from its files, and publish the result.
+
+        ``watermark`` (a read-only follower's) gives the last acknowledged seq, or None when
+        every complete frame is: it is read before the frames and caps the new view, so no
+        frame past it is visible even for a moment.
+        """
         ctx = self.ctx
         self.close_files()
+        cap = None if watermark is None else watermark()
         recovered = ctx.recover(self)
         segments = recovered.segments if recovered is not None else []
         if recovered is None:
             self.adopt([], 0, None, ctx.writable)
         else:
-            self.adopt(segments, recovered.last_seq, recovered.last_payload, ctx.writable)
+            last = recovered.last_seq
+            self.adopt(segments, last, recovered.last_payload, ctx.writable, cap)
         sf = self.state_file
         if not ctx.writable:
             sf.open(create=False)

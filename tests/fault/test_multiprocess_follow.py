@@ -339,18 +339,15 @@ class _Watch(FileSystem):
         return super().listdir(path)
 
 
-@pytest.mark.parametrize(
-    "case", ["new-frame", pytest.param("re-created", marks=pytest.mark.engine_bug)]
-)
+@pytest.mark.parametrize("case", ["new-frame", "re-created"])
 def test_a_follow_never_exposes_an_unacknowledged_frame_midway(tmp_path: Path, case: str) -> None:
     """While a follow takes in a frame whose fsync is still running, the run's visible seq
     must never pass the writer's watermark, not even between two statements of ``follow``.
 
-    ENGINE BUG for "re-created" (run.py ``Run.adopt``, used by ``SharedRun.reload``): a
-    read-only view loaded afresh publishes every complete frame as visible, and only then
-    is clamped to the watermark; a reader thread snapshotting in between delivers a frame
-    whose fsync may yet fail. ``adopt`` needs the cap (the watermark, read before recovery)
-    to set ``visible_seq`` under the same hold of the view lock."""
+    For "re-created": a read-only view loaded afresh once published every complete frame as
+    visible and only then clamped it to the watermark, so a reader thread snapshotting in
+    between delivered a frame whose fsync might yet fail. The watermark is now read before
+    recovery and caps ``visible_seq`` in the same hold of the view lock."""
     path, gates = str(tmp_path / "log"), str(tmp_path / "gates")
     os.mkdir(gates)
     run = uuid.uuid4()
@@ -399,7 +396,7 @@ with segmentlog.open(path) as log:
 reader = segmentlog.open(path, read_only=True)
 assert len(reader.list_after(run, 0)) == 3
 state = reader._runs[run]
-visible, plan = state.snapshot(1, 3)
+_generation, visible, plan = state.snapshot(1, 3)
 segment = f"{path}/runs/{run}/00000000000000000001.seg"
 os.truncate(segment, os.path.getsize(segment) - 300)  # as another process's repair may cut
 try:
@@ -409,13 +406,11 @@ except segmentlog.SegmentLogError as exc:
 """
 
 
-@pytest.mark.engine_bug
 def test_a_read_planned_past_the_end_of_a_file_raises_instead_of_spinning(tmp_path: Path) -> None:
-    """ENGINE BUG (reader.py ``_read_segment``, the read path): when a segment is shorter
-    than the snapshot planned (a read-only view the files no longer continue, or a cut by
-    another process between snapshot and read), ``pread`` returns no bytes at the end of the
-    file and the loop retries the same 28-byte read forever at 100% CPU, holding nothing but
-    never returning. It should raise (``CorruptionError``/``NotFoundError``). The follower
+    """When a segment is shorter than the snapshot planned (a read-only view the files no
+    longer continue, or a cut by another process between snapshot and read), ``pread``
+    returns no bytes at the end of the file; the read loop once retried the same 28-byte read
+    forever at 100% CPU. It must raise (``CorruptionError``/``NotFoundError``). The follower
     fix in ``follow`` keeps views consistent, but the read loop itself must not spin. Run in
     a subprocess with a timeout, so the bug fails the test instead of hanging it."""
     try:

@@ -15,8 +15,8 @@ fresh open, then find:
 - ``session_id`` carries across processes; ``fork`` children get ``LogForkedError``;
   ``segmentlog.aio.open(multiprocess=True)`` works.
 
-Tests marked ``engine_bug`` reproduce bugs reported to the engine's owner (see
-``tests/conftest.py``); they are deselected by default.
+Descriptors held per looked-at run, and an aio log used after fork, are covered in
+``test_descriptors_and_fork.py``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -632,14 +630,14 @@ def close_in_fork_child_while_parent_appends(
     return seqs, str(run)
 
 
-@pytest.mark.parametrize("multiprocess", [pytest.param(False, marks=pytest.mark.engine_bug), True])
+@pytest.mark.parametrize("multiprocess", [False, True])
 def test_closing_the_log_in_a_fork_child_leaves_the_parents_appends_alone(
     tmp_path: Path, multiprocess: bool
 ) -> None:
-    """ENGINE BUG (log.py ``close``, exclusive writer): ``close()`` in a fork child syncs and
-    trims the run's active segment to the child's stale size, cutting off everything the
-    parent appended since the fork; the parent's next writes then land past a hole of zeros
-    and the reopened run is corrupt (``CorruptionError``, "zeros where a frame must start")."""
+    """``close()`` in a fork child must write nothing: once it synced and trimmed the run's
+    active segment to the child's stale size, cutting off everything the parent appended
+    since the fork (the parent's next writes then landed past a hole of zeros, and the
+    reopened run was corrupt)."""
     path = str(tmp_path / "log")
     with workers(1) as (w,):
         seqs, run = w.call("run", close_in_fork_child_while_parent_appends, path, multiprocess)
@@ -720,15 +718,12 @@ def test_subscribe_in_a_multiprocess_writer_sees_other_processes_appends(tmp_pat
         assert follower.recv() == list(range(1, 22))
 
 
-@pytest.mark.engine_bug
 def test_wait_for_in_a_multiprocess_writer_wakes_for_other_processes_appends(
     tmp_path: Path,
 ) -> None:
-    """ENGINE BUG (log.py ``wait_for``): in a ``multiprocess=True`` writer, ``wait_for`` only
-    watches this process's appends (``AppendSignal`` and the run's in-memory
-    ``visible_seq``), so an append by another process never wakes it: it returns False at
-    its timeout, or blocks forever with ``timeout=None``. (``subscribe`` still works, late
-    by its ``poll_interval``, because it re-reads with ``list_after`` after each timeout.)"""
+    """In a ``multiprocess=True`` writer, ``wait_for`` must wake for another process's append
+    too, not only this process's (it once returned False at its timeout, or blocked forever
+    with ``timeout=None``)."""
     path = str(tmp_path / "log")
     run = uuid.uuid4()
     with workers(2) as (waiter, writer):
@@ -741,15 +736,14 @@ def test_wait_for_in_a_multiprocess_writer_wakes_for_other_processes_appends(
         assert waiter.call("last_seq", run) == 1
 
 
-@pytest.mark.engine_bug
 @pytest.mark.parametrize("policy", ["never", "interval"])
 def test_sync_after_another_process_deleted_a_run_does_not_fail_the_log(
     tmp_path: Path, policy: str
 ) -> None:
-    """ENGINE BUG (run.py ``Run.sync``): under ``never``/``interval`` a multiprocess writer
-    syncs runs from its own, possibly stale, view without the run's lock. After another
-    process deleted a run it had appended to, ``sync()`` (and the interval flusher) fsyncs
-    the run's vanished directory, gets ``FileNotFoundError`` and fails the whole log stop."""
+    """Under ``never``/``interval`` a multiprocess writer syncs a run under the run's lock,
+    after catching up: once it synced from its own stale view, and after another process
+    deleted a run it had appended to, ``sync()`` (and the interval flusher) fsynced the
+    run's vanished directory and failed the whole log stop."""
     path = str(tmp_path / "log")
     run, other = uuid.uuid4(), uuid.uuid4()
     with workers(2) as (a, b):
@@ -760,91 +754,3 @@ def test_sync_after_another_process_deleted_a_run_does_not_fail_the_log(
         a.call("sync")
         assert a.call("append", delta(other, "y")).seq == 1
         assert a.call("append", delta(run, "z")).seq == 1
-
-
-_MANY_RUNS = """
-import resource, sys, uuid
-import segmentlog
-from segmentlog import TextDelta
-
-path, mode = sys.argv[1], sys.argv[2]
-with segmentlog.open(path, multiprocess=True, fsync="never") as log:
-    for i in range(600):
-        log.append(TextDelta(run_id=uuid.UUID(int=i + 1), delta="x"))
-resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-options = {"read_only": True} if mode == "read_only" else {"multiprocess": True}
-with segmentlog.open(path, **options) as log:
-    for i in range(600):
-        assert log.last_seq(uuid.UUID(int=i + 1)) == 1
-print("ok")
-"""
-
-
-@pytest.mark.engine_bug
-@pytest.mark.parametrize("mode", ["read_only", "multiprocess"])
-def test_looking_at_many_runs_holds_a_bounded_number_of_descriptors(
-    tmp_path: Path, mode: str
-) -> None:
-    """ENGINE BUG (shared.py ``StateFile`` with _fs.py ``SharedMap``; handles.py): every run a
-    log looks at keeps its ``STATE`` file mapped, and CPython's ``mmap`` keeps a duplicate
-    of the file descriptor for as long as the mapping lives. Only runs that opened writer
-    descriptors are in the ``max_open_files`` LRU, so a read-only log (``segmentlog
-    serve``), or a writer that reads or ``retain``s many runs, holds one descriptor (and
-    one mapping) per run it ever touched: with ``ulimit -n 1024`` it fails with EMFILE after
-    about a thousand runs (here: a 256 limit and 600 runs). Runs of any writer that fsyncs
-    (the default ``batch`` included) have a STATE file, not only multiprocess ones."""
-    result = subprocess.run(
-        [sys.executable, "-c", _MANY_RUNS, str(tmp_path / "log"), mode],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0 and result.stdout == "ok\n", result.stderr[-2000:]
-
-
-_AIO_FORK = """
-import asyncio, os, sys, uuid
-import segmentlog.aio
-from segmentlog import TextDelta
-
-async def opened():
-    log = await segmentlog.aio.open(sys.argv[1], multiprocess=True)
-    await log.append(TextDelta(run_id=run, delta="parent"))
-    return log
-
-run = uuid.uuid4()
-log = asyncio.run(opened())
-r, w = os.pipe()
-pid = os.fork()
-if pid == 0:
-    async def child():
-        try:
-            await asyncio.wait_for(log.append(TextDelta(run_id=run, delta="child")), 10)
-            return "appended"
-        except TimeoutError:
-            return "hung"
-        except Exception as exc:
-            return type(exc).__name__
-    os.write(w, asyncio.run(child()).encode())
-    os._exit(0)
-os.close(w)
-print(os.read(r, 100).decode())
-os.waitpid(pid, 0)
-asyncio.run(log.close())
-"""
-
-
-@pytest.mark.engine_bug
-def test_an_aio_log_used_in_a_fork_child_raises_log_forked_error(tmp_path: Path) -> None:
-    """ENGINE BUG (aio.py): an ``AsyncSegmentLog`` opened before ``fork()`` hangs in the
-    child instead of raising ``LogForkedError``: its thread pool's threads do not exist in
-    the child, but the pool's idle count says they do, so the call is queued and never
-    runs. The check has to happen before the call is handed to the pool."""
-    result = subprocess.run(
-        [sys.executable, "-c", _AIO_FORK, str(tmp_path / "log")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "LogForkedError"
