@@ -9,8 +9,9 @@ Strategy and invariants
   that start small and double, so that most fdatasyncs flush data and no file-size metadata.
   Zeros after the last frame are a clean end (``ZERO_FILL``); ``seal`` and a clean ``close``
   trim them.
-- A segment is created in place: an empty file, whose header is written together with its
-  first frames in one ``pwrite``; nothing is fsynced here. A crash before the header is
+- A segment is created in place, never over an existing file (``O_EXCL``): an empty file,
+  whose header is written together with its first frames in one ``pwrite``; nothing is
+  fsynced here. A crash before the header is
   durable leaves an empty, short or zero header with no frames after it, which recovery
   removes as an interrupted creation (rejected: a temp file, fsync and rename per segment,
   which cost three system calls and an fsync per new run for a guarantee recovery already
@@ -107,10 +108,12 @@ class Segment:
     ) -> Segment:
         """Create a new, empty segment file, open for writing. No fsync.
 
-        Its header is written with its first frames, in one ``pwrite``.
+        Its header is written with its first frames, in one ``pwrite``. The file must not
+        exist (``FileExistsError``): a view that believes it does not, while it does, is
+        stale, and must fail loudly rather than empty another writer's segment.
         """
         seg = cls(directory, base_seq, SparseIndex(base_seq, interval))
-        seg.fd = fs.create_new(seg.path)
+        seg.fd = fs.create_exclusive(seg.path)
         seg.header = encode_segment_header(run_id, base_seq)
         seg.allocated = 0
         return seg

@@ -130,6 +130,9 @@ class SpyFS(FileSystem):
     def create_new(self, path: str) -> int:
         return self._opened("create_new", path, super().create_new)
 
+    def create_exclusive(self, path: str) -> int:
+        return self._opened("create_exclusive", path, super().create_exclusive)
+
     def open_write(self, path: str) -> int:
         return self._opened("open_write", path, super().open_write)
 
@@ -393,7 +396,7 @@ def test_full_disk_while_rolling_a_segment(
     assert failure.cause.errno == errno.ENOSPC
     new_segment = f"{len(acked[run]) + 1:020d}.seg"
     if exhausted == "inodes":
-        failed = spy.enospc("create_new", ".seg")
+        failed = spy.enospc("create_exclusive", ".seg")
     else:
         failed = spy.enospc("pwrite", ".seg")
     assert failed and all(p.endswith(new_segment) for p in failed), (

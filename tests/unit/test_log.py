@@ -1219,6 +1219,10 @@ class RecordingFS(FileSystem):
         self._note(path)
         return super().create_new(path)
 
+    def create_exclusive(self, path: str) -> int:
+        self._note(path)
+        return super().create_exclusive(path)
+
     def is_locked(self, path: str) -> bool:
         self._note(path)
         return super().is_locked(path)

@@ -138,3 +138,17 @@ def test_append_that_fails_midway_cuts_the_file_back(tmp_path: Path) -> None:
         assert os.path.getsize(seg.path) == H + len(first)
     finally:
         seg.close(fs)
+
+
+def test_create_refuses_an_existing_file_and_leaves_it_alone(tmp_path: Path) -> None:
+    """A segment is never created over an existing file: a view that does not know of the
+    file is stale, and emptying the file would destroy another writer's frames."""
+    first = Segment.create(OS_FS, str(tmp_path), RUN, 1, 256)
+    assert first.fd is not None
+    data, _ = frames(range(1, 4))
+    OS_FS.pwrite(first.fd, first.header + data, 0)
+    first.close(OS_FS)
+    before = Path(first.path).read_bytes()
+    with pytest.raises(FileExistsError):
+        Segment.create(OS_FS, str(tmp_path), RUN, 1, 256)
+    assert Path(first.path).read_bytes() == before
