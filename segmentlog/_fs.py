@@ -40,6 +40,11 @@ try:
     import fcntl as _fcntl
 except ImportError:  # Windows
     _fcntl = None
+_resource: ModuleType | None
+try:
+    import resource as _resource
+except ImportError:  # Windows
+    _resource = None
 
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
@@ -276,6 +281,13 @@ class FileSystem:
     def map_shared(self, fd: int, size: int, *, writable: bool = True) -> SharedMap:
         """Map the first ``size`` bytes of the file (which must be that long), shared."""
         return SharedMap(fd, size, writable)
+
+    def open_files_limit(self) -> int | None:
+        """This process's soft limit on open descriptors (``ulimit -n``); None if unknown."""
+        if _resource is None:
+            return None
+        soft, _hard = _resource.getrlimit(_resource.RLIMIT_NOFILE)
+        return None if soft == _resource.RLIM_INFINITY else int(soft)
 
     def boot_id(self) -> bytes:
         """16 bytes that identify this boot of the machine (b"" where unknown)."""

@@ -2,8 +2,11 @@
 
 Strategy and invariants
 - A run that opens descriptors for writing, or maps its state record (which holds one), is
-  ``touch``ed; past the capacity (three descriptors per run: segment, index and state
-  record), the least recently touched runs release theirs, writers and readers alike.
+  ``touch``ed, and the LRU notes how many it holds (its segment, its index, its state
+  record: one to three). Past ``max_open_files`` in all, the least recently touched runs
+  release theirs, writers and readers alike (and past half the process's ``ulimit -n``,
+  whichever is lower). A run's count is taken at its touches, so an index opened between
+  two touches is counted from the next one.
 - Eviction never blocks and never waits for a commit: a run whose commit lock is held is
   skipped and tried again at the next touch. A run's descriptors are reopened on its next
   append; closing them loses nothing (the page cache keeps the bytes, and an fdatasync on a
@@ -22,35 +25,41 @@ __all__ = ["Handles"]
 
 
 class Handles:
-    """Runs holding writer descriptors, least recently used first."""
+    """Runs holding descriptors, least recently used first, with what each held."""
 
-    def __init__(self, max_open_files: int) -> None:
-        self.capacity = max(1, max_open_files // 3)
+    def __init__(self, max_open_files: int, process_limit: int | None = None) -> None:
+        #: At most ``max_open_files``, and never over half the process's own limit (the
+        #: rest is left to the application, readers' per-call descriptors and sockets).
+        limit = max_open_files if process_limit is None else min(max_open_files, process_limit // 2)
+        self.capacity = max(1, limit)
         # Keyed by the run object itself: its identity hash is far cheaper than a UUID's.
-        self._lru: OrderedDict[Any, None] = OrderedDict()
+        # The value: the descriptors the run held at its last touch.
+        self._lru: OrderedDict[Any, int] = OrderedDict()
+        self._total = 0
         self._lock = threading.Lock()
 
     def touch(self, run: Any) -> None:
         """Note that ``run`` holds descriptors; release idle runs' past the capacity."""
+        held = run.open_files
         with self._lock:
-            self._lru[run] = None
+            self._total += held - self._lru.get(run, 0)
+            self._lru[run] = held
             self._lru.move_to_end(run)
-            over = len(self._lru) - self.capacity
+            over = self._total - self.capacity
             if over <= 0:
                 return
             victims = [r for r in islice(self._lru, over + 4) if r is not run]
         for victim in victims:
             if victim.release_files(blocking=False):
                 with self._lock:
-                    self._lru.pop(victim, None)
-                over -= 1
-                if over <= 0:
-                    break
+                    self._total -= self._lru.pop(victim, 0)
+                    if self._total <= self.capacity:
+                        break
 
     def forget(self, run: Any) -> None:
         """``run`` closed its descriptors by itself."""
         with self._lock:
-            self._lru.pop(run, None)
+            self._total -= self._lru.pop(run, 0)
 
     def open_files(self) -> int:
         """Descriptors held by the runs in the LRU."""
@@ -62,3 +71,4 @@ class Handles:
         """Forget every run (at close)."""
         with self._lock:
             self._lru.clear()
+            self._total = 0

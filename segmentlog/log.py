@@ -87,7 +87,7 @@ class SegmentLog(Generic[E]):
         self._state = LogState(path, options.read_only)
         self._timer = FsyncTimer(options.slow_fsync_seconds)
         self._lock_fd: int | None = None
-        self._handles = Handles(options.max_open_files)
+        self._handles = Handles(options.max_open_files, fs.open_files_limit())
         self._signal = AppendSignal()
         self._locks: RunLocks | None = None
         if options.read_only:

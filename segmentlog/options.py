@@ -86,8 +86,8 @@ class LogOptions:
     #: Largest encoded envelope accepted by ``append`` (and trusted when reading).
     #: Default 8 MiB.
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
-    #: Most file descriptors runs hold open at once (LRU; up to three per run: segment,
-    #: index, mapped state record). Default 256.
+    #: Most file descriptors runs hold open at once: an LRU of segments, indexes and mapped
+    #: state records, kept under half of the process's ``ulimit -n`` too. Default 256.
     max_open_files: int = 256
     #: What to do with damage: "strict", "tolerate_tail" (torn tails only), "salvage".
     #: Default "tolerate_tail".

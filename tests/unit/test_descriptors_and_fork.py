@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from segmentlog.handles import Handles
+
 _MANY_RUNS = """
 import resource, sys, uuid
 import segmentlog
@@ -96,3 +98,28 @@ def test_an_aio_log_used_in_a_fork_child_raises_log_forked_error(tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "LogForkedError"
+
+
+class _Run:
+    """A stand-in run for the LRU: holds ``open_files`` until released."""
+
+    def __init__(self, held: int) -> None:
+        self.open_files = held
+
+    def release_files(self, *, blocking: bool) -> bool:
+        self.open_files = 0
+        return True
+
+
+def test_the_lru_counts_descriptors_not_runs_and_keeps_under_half_the_process_limit() -> None:
+    assert Handles(256).capacity == 256
+    assert Handles(256, 100).capacity == 50  # half of ulimit -n, when that is lower
+    assert Handles(256, 4096).capacity == 256
+    lru = Handles(10)
+    runs = [_Run(1 + i % 3) for i in range(12)]  # 1, 2 or 3 descriptors each
+    for run in runs:
+        lru.touch(run)
+        assert lru.open_files() <= 10
+    # The most recent runs kept theirs; the oldest were released first.
+    assert runs[-1].open_files and runs[-2].open_files
+    assert runs[0].open_files == 0
