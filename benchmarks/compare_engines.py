@@ -96,16 +96,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--label", required=True, help="a name for this engine (before/after)")
     parser.add_argument("--dir", default=None, help="scratch directory's parent (disk to test)")
+    parser.add_argument(
+        "--events", type=int, default=1000, help="durable appends per workload (default 1000)"
+    )
     args = parser.parse_args()
+    events = args.events
     result: dict[str, Any] = {"label": args.label, "engine": segmentlog.__file__}
     with tempfile.TemporaryDirectory(dir=args.dir) as scratch:
         root = Path(scratch)
-        result["new_runs_never"] = new_runs(root, "never", 300)
-        result["new_runs_batch"] = new_runs(root, "batch", 100)
-        result["always_t1"] = threads_on_one_run(root, "always", 1, 300)
+        result["new_runs_never"] = new_runs(root, "never", 2 * events)
+        result["new_runs_batch"] = new_runs(root, "batch", max(1, events // 3))
+        result["always_t1"] = threads_on_one_run(root, "always", 1, events)
         for threads in (1, 4, 16):
-            result[f"batch_t{threads}"] = threads_on_one_run(root, "batch", threads, 1600 // threads)
-        result["sqlite_full_t1"] = sqlite_full(root, 300)
+            per_thread = max(1, 4 * events // threads)
+            result[f"batch_t{threads}"] = threads_on_one_run(root, "batch", threads, per_thread)
+        result["sqlite_full_t1"] = sqlite_full(root, events)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 
