@@ -196,12 +196,16 @@ def test_a_client_disconnect_frees_its_stream_and_the_runs_follower(
     app = create_app(memory, heartbeat=30)
     with ThreadServer(app) as server, httpx.Client(timeout=10) as c:
         with c.stream("GET", f"{server.url}/runs/{run_id}/stream") as response:
+            # Keep the iterator referenced: dropping it at ``break`` would close httpcore's
+            # stream (GeneratorExit), and so the connection, before the check below.
+            messages = stream_messages(response)
             wanted = 0
-            for message in stream_messages(response):
+            for message in messages:
                 wanted += message.is_event
                 if wanted == 4:
                     break
             assert app.state.feeds.streams == 1 and app.state.feeds.followed_runs == 1
+            del messages
         # Leaving the block closed the connection, mid-stream, with no terminal event sent.
         wait_until(lambda: app.state.feeds.streams == 0, 10, "the stream to be released")
         assert app.state.feeds.followed_runs == 0
