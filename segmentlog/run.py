@@ -187,7 +187,7 @@ class Run(RunFiles, SharedRun, Generic[E]):
             self.terminal = False
             self.tail_payload = None
             self.generation += 1
-        self.run_dir_pending = self.runs_dir_pending = False
+        self.run_dir_pending = self.runs_dir_pending = self.state_pending = False
 
     def load_tail(self) -> None:
         """Decode the recovered last record (once) for the run's session id and state.

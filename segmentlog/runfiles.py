@@ -42,6 +42,7 @@ class RunFiles:
     epoch: int
     run_dir_pending: bool
     runs_dir_pending: bool
+    state_pending: bool
 
     if TYPE_CHECKING:  # provided by the other parts of Run
 
@@ -50,6 +51,8 @@ class RunFiles:
         def reset(self) -> None: ...
 
         def hold(self) -> contextlib._GeneratorContextManager[None]: ...
+
+        def claim_state(self) -> None: ...
 
     def _rollback(self, seg: Segment, start: int, last_kept: int) -> None:
         """Cut unacknowledged frames off after an fsync error (best effort)."""
@@ -64,6 +67,11 @@ class RunFiles:
         if not self.segments:
             return self._create()
         seg = self.segments[-1]
+        if self.state_pending:
+            try:
+                self.claim_state()
+            except OSError as exc:
+                raise self.ctx.state.fail(exc) from exc
         if seg.fd is None:
             try:
                 seg.open_writer(self.ctx.fs)
@@ -83,6 +91,7 @@ class RunFiles:
             seg = Segment.create(fs, self.dir, self.id, 1, self.ctx.interval)
             if self.ctx.keep_state:
                 self.epoch = new_epoch()
+                self.state_pending = False
                 self.state_file.open(create=True)
         except OSError as exc:
             raise self.ctx.state.fail(exc) from exc

@@ -133,6 +133,9 @@ class SharedRun:
     run_lock: RunLock
     _prefix: bytes = b""
     _prefix_epoch: int = -1
+    #: An exclusive durable writer has loaded the run but not yet claimed its state record
+    #: (``claim_state``, done before its first write).
+    state_pending: bool = False
     #: True between ``enter`` and ``leave``: this process holds the run against the others,
     #: and the run's busy byte stays set, however many commits, rolls and publishes happen.
     holding: bool = False
@@ -211,6 +214,7 @@ class SharedRun:
         """
         ctx = self.ctx
         self.close_files()
+        self.state_pending = False
         cap = None if watermark is None else watermark()
         recovered = ctx.recover(self)
         segments = recovered.segments if recovered is not None else []
@@ -235,21 +239,35 @@ class SharedRun:
                     ctx.fs.rmdir(self.dir)
             return
         if ctx.keep_state:
-            sf.open(create=True)
-            old = sf.read()
-            fresh = (
-                old is None
-                or old.boot != ctx.boot
-                or old.flags & STATE_DELETED
-                or old.base == 0  # reset: no commit of this incarnation was acknowledged
-            )
-            self.epoch = new_epoch() if fresh or old is None else old.epoch
-            self.publish_state()
+            if ctx.locks is None:
+                # The only writer: claim the record before this process first writes the
+                # run (``active_segment``), so that a read creates no file and needs no
+                # free space. Until then the record says what the last writer left.
+                self.state_pending = True
+            else:
+                self.claim_state()
         elif sf.open(create=False):
             # A writer that acknowledges frames as it writes them keeps no watermark: say
             # so, so that readers do not hold to one a durable writer left behind.
             sf.write(RunState(STATE_FRAMES_ACKED, ctx.boot, 0, 0, 0, 0))
             sf.close()
+
+    def claim_state(self) -> None:
+        """Open (or create) the run's state record, take this incarnation's epoch from it,
+        and publish this view: before this process's first write to the run."""
+        ctx = self.ctx
+        sf = self.state_file
+        sf.open(create=True)
+        old = sf.read()
+        fresh = (
+            old is None
+            or old.boot != ctx.boot
+            or old.flags & STATE_DELETED
+            or old.base == 0  # reset: no commit of this incarnation was acknowledged
+        )
+        self.epoch = new_epoch() if fresh or old is None else old.epoch
+        self.state_pending = False
+        self.publish_state()
 
     def publish_state(self) -> None:
         """Store this process's view of the run in its state record (the busy byte stays set
