@@ -210,7 +210,7 @@ class CorruptionError(SegmentLogError):
         self.offset = offset
         self.first_seq = first_seq
         self.last_seq = last_seq
-        span = _seq_span(first_seq, last_seq)
+        span = seq_span(first_seq, last_seq)
         super().__init__(
             f"{path}: corrupt at offset {offset} ({reason}); seqs {span} affected. "
             "Run `segmentlog verify` for a full report; `segmentlog recover` or "
@@ -218,7 +218,9 @@ class CorruptionError(SegmentLogError):
         )
 
 
-def _seq_span(first: int | None, last: int | None) -> str:
+def seq_span(first: int | None, last: int | None) -> str:
+    """A seq range for messages: ``"5..9"``, ``"5"``, ``"5.."`` (end unknown) or
+    ``"unknown"``."""
     if first is None:
         return "unknown"
     if last is None:

@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 from ._fs import FileSystem
-from .errors import RepairError
+from .errors import RepairError, seq_span
 from .format import index_name, segment_name
 from .layout import Layout
 
@@ -98,14 +98,13 @@ class Repairer:
         )
         self.reports.append(report)
         logger.warning(
-            "recovery: %s %s at offset %d (%s); %d bytes, seqs %s..%s%s",
+            "recovery: %s %s at offset %d (%s); %d bytes, seqs %s%s",
             report.action,
             report.path,
             report.offset,
             report.reason,
             report.bytes_dropped,
-            report.first_seq,
-            report.last_seq,
+            seq_span(report.first_seq, report.last_seq),
             f", kept in {report.quarantine}" if report.quarantine else "",
         )
 
