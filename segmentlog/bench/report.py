@@ -287,8 +287,9 @@ def plot(doc: dict[str, Any], path: str) -> None:
             targets.append(b["target"])
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(labels) + 1.5))
     ys = list(range(len(labels)))
+    # Green: target met; red: missed; grey: a figure reported without a target.
     colors = [
-        "tab:green" if t is None or r >= t else "tab:red"
+        "tab:grey" if t is None else "tab:green" if r >= t else "tab:red"
         for r, t in zip(ratios, targets, strict=True)
     ]
     ax.barh(ys, ratios, color=colors)
@@ -299,7 +300,7 @@ def plot(doc: dict[str, Any], path: str) -> None:
     ax.set_yticks(ys, labels)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("ratio (higher is better; black tick = target)")
+    ax.set_xlabel("ratio (higher is better; black tick = target; grey = no target)")
     build = doc.get("build") or runtime_facts()
     ax.set_title(
         f"segmentlog bench, {doc['suite']} suite, {build['path']} path, {doc['date'][:10]}"
