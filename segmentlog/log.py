@@ -10,7 +10,7 @@ Strategy and invariants
   An append travels strictly downward: facade -> run -> segment -> format/_fs.
 - A batch over several runs takes their commit locks in run-id order (so two batches never
   deadlock) and validates every event of every run before anything is written.
-- Thread-safe. One process writes a directory; any number read it with ``read_only=True``.
+- Thread-safe. Writers in several processes share a directory with ``multiprocess=True``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from ._fs import OS_FS, FileSystem
+from .context import RunContext
 from .durability import FsyncTimer, IntervalFlusher, LogState
 from .errors import NotFoundError
 from .events import Envelope, new_event_id
@@ -36,13 +37,11 @@ from .options import FsyncPolicy, LogOptions, parse_options
 from .registry import RunTable
 from .repair import RecoveryReport
 from .retention import select_for_deletion
-from .run import RunContext
 from .shared import RunLocks
 from .store import (
     DEFAULT_PAGE_LIMIT,
     check_append_args,
     check_expected_run,
-    check_key,
     check_page_args,
 )
 
@@ -74,8 +73,8 @@ def open(
 class SegmentLog(Generic[E]):
     """A directory of per-run segment logs. Create it with ``segmentlog.open``.
 
-    Thread-safe. One process may write a directory; any number may read it with
-    ``read_only=True``. Use it as a context manager, or call ``close()``.
+    Thread-safe. One process writes a directory (several with ``multiprocess=True``); any
+    number read it with ``read_only=True``. Use it as a context manager, or call ``close()``.
     """
 
     def __init__(self, path: str, options: LogOptions, fs: FileSystem) -> None:
@@ -195,16 +194,15 @@ class SegmentLog(Generic[E]):
         if state.failed is not None or state.closed or state.read_only or state.forked:
             state.check_writable()
         keys = None
-        if expected_seq is not None:
+        if key is not None or expected_seq is not None:
             keys = check_append_args(1, [key], expected_seq)
-        elif key is not None:
-            keys = [check_key(key)]
         run_id = self._ctx.codec.run_id_of(event)
         run = self._runs.get(run_id)
         if run is None or not run.loaded:
             run = self._get_run(run_id)
-        envelopes: list[Envelope[E]] = run.append([event], None, keys, expected_seq)
-        return envelopes[0]
+        if keys is None and expected_seq is None:
+            return run.append_one(event)
+        return run.append([event], None, keys, expected_seq)[0]
 
     def append_batch(
         self,

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, Generic, TypeVar
 
+from .context import RunContext
 from .durability import Request
 from .errors import CorruptionError, NotFoundError
 from .events import Envelope
@@ -34,7 +35,7 @@ from .prepare import Work
 from .reader import fingerprint, follow, read_page
 from .recovery import RecoveredRun, recover_run
 from .repair import RecoveryReport
-from .run import Run, RunContext
+from .run import Run
 from .segment import Segment
 from .store import held_envelopes
 

@@ -23,81 +23,22 @@ from __future__ import annotations
 import threading
 import uuid
 from bisect import bisect_right
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from ._fs import FileSystem
-from .durability import FsyncTimer, GroupCommit, LogState, Request
+from .context import RunContext
+from .durability import GroupCommit, Request
 from .errors import AppendError
-from .events import Envelope
-from .frames import (
-    FrameEncoder,
-)
+from .events import Envelope, new_event_id, utcnow
 from .keys import KeyIndex, decide
-from .layout import Layout
-from .options import FsyncPolicy, LogOptions
 from .prepare import Prepared, Work, check_import, index_points, make_envelopes, prepare
 from .runfiles import RunFiles
-from .schema import EnvelopeCodec
 from .segment import Segment
-from .shared import RunLocks, SharedRun
+from .shared import SharedRun
 from .statefile import StateFile
 
-__all__ = ["Run", "RunContext"]
+__all__ = ["Run"]
 
 E = TypeVar("E")
-
-
-class RunContext(Generic[E]):
-    """What every run of one log shares."""
-
-    def __init__(
-        self,
-        fs: FileSystem,
-        layout: Layout,
-        options: LogOptions,
-        state: LogState,
-        timer: FsyncTimer,
-        touch: Any,
-        notify: Any,
-        recover: Any,
-        read: Any,
-        locks: RunLocks | None,
-    ) -> None:
-        self.fs = fs
-        self.layout = layout
-        self.options = options
-        self.state = state
-        self.timer = timer
-        self.codec: EnvelopeCodec[E] = EnvelopeCodec(options.event_type)
-        self.encoder = FrameEncoder(options.max_record_bytes)
-        self.policy: FsyncPolicy = options.fsync
-        self.durable_ack = options.fsync.durable_ack
-        #: The codec that checks each record before it is written (``validate_events``).
-        self.validator = self.codec if options.validate_events else None
-        self.interval = options.index_interval_bytes
-        self.segment_bytes = options.segment_bytes
-        #: How far ahead of a write space may be reserved (0: never).
-        # Only durable policies gain from preallocation (an fdatasync that does not grow the
-        # file writes no metadata); under "never" and "interval" it would cost a system call.
-        self.prealloc_limit = (
-            options.segment_bytes if options.preallocate and self.durable_ack else 0
-        )
-        #: Called with a run whose descriptors were opened (the handle LRU).
-        self.touch = touch
-        #: Called after appends became visible (wakes ``wait_for``).
-        self.notify = notify
-        #: Called with a run to recover it from its files (None: it has no directory).
-        self.recover = recover
-        #: Called as ``read(run, after_seq, limit)`` for envelopes of a run whose commit lock
-        #: the caller holds (the read path).
-        self.read = read
-        #: The per-run locks between processes (``multiprocess=True``), else None.
-        self.locks = locks
-        self.writable = not options.read_only
-        #: Keep each run's shared state record current: between processes it is how writers
-        #: find each other's appends, and durable writers publish their watermark in it.
-        self.keep_state = self.writable and (locks is not None or self.durable_ack)
-        self.boot = fs.boot_id()
 
 
 class Run(RunFiles, SharedRun, Generic[E]):
@@ -219,6 +160,42 @@ class Run(RunFiles, SharedRun, Generic[E]):
         with self.commit_lock:
             self._commit_requests([req])
         return req.outcome()
+
+    def append_one(self, event: E) -> Envelope[E]:
+        """``append([event])``: with no group commit and no other process (the most common
+        call), the same steps as a group of one without the group's bookkeeping."""
+        ctx = self.ctx
+        if self.committer is not None or ctx.locks is not None:
+            return self.append([event])[0]
+        req: Request[list[Envelope[E]]] = Request(None)
+        buf = bytearray()
+        with self.commit_lock:
+            ctx.state.check_writable()
+            seg = self.active_segment() if self.segments else None
+            if self.tail_payload is not None:
+                with self.view_lock:
+                    self.load_tail()
+            started = ctx.codec.session_of(event)
+            env = Envelope(
+                new_event_id(),
+                self.last_seq + 1,
+                self.id,
+                self.session_id if started is None else started,
+                event,
+                utcnow(),
+                None,
+            )
+            prepared = prepare(
+                ctx.encoder, ctx.validator, req, [env], seg.synced if seg else 0, buf
+            )
+            if seg is None:
+                seg = self._create()
+            elif not seg.room_for(len(buf), self.ctx.segment_bytes):
+                seg = self._roll()
+                buf = bytearray()
+                prepared = prepare(ctx.encoder, ctx.validator, req, [env], seg.synced, buf)
+            self._commit_prepared(seg, buf, [prepared])
+        return env
 
     def commit_locked(self, req: Request[list[Envelope[E]]]) -> None:
         """Commit one request while the caller holds ``commit_lock`` (multi-run batches)."""

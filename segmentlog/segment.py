@@ -170,9 +170,12 @@ class Segment:
         header = self.header
         try:
             if header is None:
-                self._write_at(fs, data, start)
+                assert self.fd is not None, "open_writer first"
+                written = fs.pwrite(self.fd, data, start)
+                if written != len(data):
+                    self._write_rest(fs, data, start, written)
             else:
-                self._write_at(fs, header + data, 0)
+                self._write_rest(fs, header + data, 0, 0)
                 start = 0
                 self.header = None
         except BaseException:
@@ -197,14 +200,13 @@ class Segment:
         except OSError:
             pass  # a full disk: the write itself says whether the frames still fit
 
-    def _write_at(self, fs: FileSystem, data: bytes | bytearray, offset: int) -> None:
+    def _write_rest(self, fs: FileSystem, data: bytes | bytearray, offset: int, done: int) -> None:
+        """Write ``data[done:]`` at ``offset + done`` (after a short write, or all of it)."""
         fd = self.fd
         assert fd is not None, "open_writer first"
-        written = fs.pwrite(fd, data, offset)
-        if written != len(data):
-            with memoryview(data) as view:
-                while written < len(view):
-                    written += fs.pwrite(fd, view[written:], offset + written)
+        with memoryview(data) as view:
+            while done < len(view):
+                done += fs.pwrite(fd, view[done:], offset + done)
 
     def write_index(self, fs: FileSystem, entries: bytes) -> None:
         """Persist index entries just added (a cache: errors are swallowed, and cost only a

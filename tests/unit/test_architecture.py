@@ -32,7 +32,7 @@ LAYERS: list[set[str]] = [
     {"segment", "repair", "statefile"},
     {"recovery", "keys", "info"},
     {"shared"},
-    {"reader", "runfiles", "maintenance"},
+    {"reader", "runfiles", "maintenance", "context"},
     {"run"},
     {"registry"},
     {"log"},
