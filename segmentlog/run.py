@@ -162,39 +162,48 @@ class Run(RunFiles, SharedRun, Generic[E]):
         return req.outcome()
 
     def append_one(self, event: E) -> Envelope[E]:
-        """``append([event])``: with no group commit and no other process (the most common
-        call), the same steps as a group of one without the group's bookkeeping."""
-        ctx = self.ctx
-        if self.committer is not None or ctx.locks is not None:
+        """``append([event])``: with no group commit (the most common call), the same steps
+        as a group of one without the group's bookkeeping."""
+        if self.committer is not None:
             return self.append([event])[0]
+        with self.commit_lock:
+            self.ctx.state.check_writable()
+            if self.ctx.locks is None:
+                return self._commit_one(event)
+            self.enter()
+            try:
+                return self._commit_one(event)
+            finally:
+                self.leave()
+
+    def _commit_one(self, event: E) -> Envelope[E]:
+        """Commit one event as ``_commit_all`` commits a group of one. Holds ``commit_lock``
+        (and, between processes, the run's lock)."""
+        ctx = self.ctx
         req: Request[list[Envelope[E]]] = Request(None)
         buf = bytearray()
-        with self.commit_lock:
-            ctx.state.check_writable()
-            seg = self.active_segment() if self.segments else None
-            if self.tail_payload is not None:
-                with self.view_lock:
-                    self.load_tail()
-            started = ctx.codec.session_of(event)
-            env = Envelope(
-                new_event_id(),
-                self.last_seq + 1,
-                self.id,
-                self.session_id if started is None else started,
-                event,
-                utcnow(),
-                None,
-            )
-            prepared = prepare(
-                ctx.encoder, ctx.validator, req, [env], seg.synced if seg else 0, buf
-            )
-            if seg is None:
-                seg = self._create()
-            elif not seg.room_for(len(buf), self.ctx.segment_bytes):
-                seg = self._roll()
-                buf = bytearray()
-                prepared = prepare(ctx.encoder, ctx.validator, req, [env], seg.synced, buf)
-            self._commit_prepared(seg, buf, [prepared])
+        seg = self.active_segment() if self.segments else None
+        if self.tail_payload is not None:
+            with self.view_lock:
+                self.load_tail()
+        started = ctx.codec.session_of(event)
+        env = Envelope(
+            new_event_id(),
+            self.last_seq + 1,
+            self.id,
+            self.session_id if started is None else started,
+            event,
+            utcnow(),
+            None,
+        )
+        prepared = prepare(ctx.encoder, ctx.validator, req, [env], seg.synced if seg else 0, buf)
+        if seg is None:
+            seg = self._create()
+        elif not seg.room_for(len(buf), self.ctx.segment_bytes):
+            seg = self._roll()
+            buf = bytearray()
+            prepared = prepare(ctx.encoder, ctx.validator, req, [env], seg.synced, buf)
+        self._commit_prepared(seg, buf, [prepared])
         return env
 
     def commit_locked(self, req: Request[list[Envelope[E]]]) -> None:
