@@ -200,8 +200,8 @@ class SegmentLog(Generic[E]):
         run = self._runs.get(run_id)
         if run is None or not run.loaded:
             run = self._get_run(run_id)
-        if keys is None and expected_seq is None:
-            return run.append_one(event)
+        if expected_seq is None:
+            return run.append_one(event, key)
         return run.append([event], None, keys, expected_seq)[0]
 
     def append_batch(

@@ -161,26 +161,30 @@ class Run(RunFiles, SharedRun, Generic[E]):
             self._commit_requests([req])
         return req.outcome()
 
-    def append_one(self, event: E) -> Envelope[E]:
-        """``append([event])``: with no group commit (the most common call), the same steps
-        as a group of one without the group's bookkeeping."""
+    def append_one(self, event: E, key: str | None = None) -> Envelope[E]:
+        """``append([event], keys=[key])``: with no group commit (the most common call), the
+        same steps as a group of one without the group's bookkeeping."""
         if self.committer is not None:
-            return self.append([event])[0]
+            return self.append([event], None, None if key is None else [key])[0]
         with self.commit_lock:
             self.ctx.state.check_writable()
             if self.ctx.locks is None:
-                return self._commit_one(event)
+                return self._commit_one(event, key)
             self.enter()
             try:
-                return self._commit_one(event)
+                return self._commit_one(event, key)
             finally:
                 self.leave()
 
-    def _commit_one(self, event: E) -> Envelope[E]:
+    def _commit_one(self, event: E, key: str | None) -> Envelope[E]:
         """Commit one event as ``_commit_all`` commits a group of one. Holds ``commit_lock``
         (and, between processes, the run's lock)."""
+        if key is not None and key in self.key_index().seqs:  # a retry: the group path decides
+            req: Request[list[Envelope[E]]] = Request(Work([event], None, [key], None))
+            self._commit_all([req])
+            return req.outcome()[0]
         ctx = self.ctx
-        req: Request[list[Envelope[E]]] = Request(None)
+        req = Request(None)
         buf = bytearray()
         seg = self.active_segment() if self.segments else None
         if self.tail_payload is not None:
@@ -194,7 +198,7 @@ class Run(RunFiles, SharedRun, Generic[E]):
             self.session_id if started is None else started,
             event,
             utcnow(),
-            None,
+            key,
         )
         prepared = prepare(ctx.encoder, ctx.validator, req, [env], seg.synced if seg else 0, buf)
         if seg is None:
