@@ -28,7 +28,7 @@ from typing import Generic, TypeVar
 from .context import RunContext
 from .durability import GroupCommit, Request
 from .errors import AppendError
-from .events import Envelope, new_event_id, utcnow
+from .events import Envelope
 from .keys import KeyIndex, decide
 from .prepare import Prepared, Work, check_import, index_points, make_envelopes, prepare
 from .runfiles import RunFiles
@@ -190,25 +190,17 @@ class Run(RunFiles, SharedRun, Generic[E]):
         if self.tail_payload is not None:
             with self.view_lock:
                 self.load_tail()
-        started = ctx.codec.session_of(event)
-        env = Envelope(
-            new_event_id(),
-            self.last_seq + 1,
-            self.id,
-            self.session_id if started is None else started,
-            event,
-            utcnow(),
-            key,
-        )
-        prepared = prepare(ctx.encoder, ctx.validator, req, [env], seg.synced if seg else 0, buf)
+        keys: list[str | None] | None = None if key is None else [key]
+        envs = make_envelopes(ctx.codec, self.id, self.session_id, [event], self.last_seq + 1, keys)
+        prepared = prepare(ctx.encoder, ctx.validator, req, envs, seg.synced if seg else 0, buf)
         if seg is None:
             seg = self._create()
         elif not seg.room_for(len(buf), self.ctx.segment_bytes):
             seg = self._roll()
             buf = bytearray()
-            prepared = prepare(ctx.encoder, ctx.validator, req, [env], seg.synced, buf)
+            prepared = prepare(ctx.encoder, ctx.validator, req, envs, seg.synced, buf)
         self._commit_prepared(seg, buf, [prepared])
-        return env
+        return envs[0]
 
     def commit_locked(self, req: Request[list[Envelope[E]]]) -> None:
         """Commit one request while the caller holds ``commit_lock`` (multi-run batches)."""
