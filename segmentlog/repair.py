@@ -143,8 +143,10 @@ class Repairer:
             try:
                 self.fs.remove_quietly(path)
                 self.fs.remove_quietly(f"{self.run_dir}/{index_name(base_seq)}")
-                if self.durable:
-                    self.fs.fsync_dir(self.run_dir)
+                # Durable under every policy: the segment before it becomes the last one and
+                # takes new frames; if a power loss brought this file back, that segment would
+                # look sealed with an unsynced (torn) tail, which is corruption.
+                self.fs.fsync_dir(self.run_dir)
             except OSError as exc:
                 raise self._failed(f"remove {path}", exc) from exc
         self._report("removed", path, reason, 0, bytes_dropped=size)

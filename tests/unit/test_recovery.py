@@ -331,3 +331,35 @@ def test_strict_recovery_refuses_a_flipped_byte_in_the_last_frame(path: Path) ->
             log.last_seq(runs[0])
         assert (info.value.path, info.value.offset) == (str(last), spans[seq][0])
     assert verify(str(path))[0].first_seq == seq
+
+
+def test_removing_an_interrupted_segment_is_durable_even_under_never(tmp_path: Path) -> None:
+    """Found by the power-loss machine: under ``never``, recovery removed a successor segment
+    whose header never reached the disk without fsyncing the directory, the previous segment
+    took new (unsynced) frames, and a second power loss brought the empty successor back, so
+    the torn new frame looked like damage in a sealed segment. The removal is now durable."""
+    from segmentlog._fs import FileSystem
+
+    dir_syncs: list[str] = []
+
+    class Spy(FileSystem):
+        def fsync_dir(self, path: str) -> None:
+            dir_syncs.append(path)
+            super().fsync_dir(path)
+
+    path = tmp_path / "log"
+    run = uuid.uuid4()
+    options = {"fsync": "never", "segment_bytes": 4096}
+    with segmentlog.open(path, **options) as log:
+        for i in range(40):
+            log.append(TextDelta(run_id=run, delta=f"{i}" + "x" * 200))
+    run_dir = path / "runs" / str(run)
+    bases = sorted(p.name for p in run_dir.glob("*.seg"))
+    assert len(bases) >= 2
+    last = run_dir / bases[-1]
+    last.write_bytes(b"")  # its creation was interrupted: no header reached the disk
+    with segmentlog.open(path, fs=Spy(), **options) as log:
+        assert log.last_seq(run) is not None
+        assert not last.exists()
+        assert str(run_dir) in [str(Path(p)) for p in dir_syncs]
+        log.append(TextDelta(run_id=run, delta="after"))
