@@ -23,7 +23,8 @@ from __future__ import annotations
 import threading
 import uuid
 from bisect import bisect_right
-from typing import Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, ParamSpec, TypeVar
 
 from .context import RunContext
 from .durability import GroupCommit, Request
@@ -39,6 +40,8 @@ from .statefile import StateFile
 __all__ = ["Run"]
 
 E = TypeVar("E")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class Run(RunFiles, SharedRun, Generic[E]):
@@ -167,14 +170,7 @@ class Run(RunFiles, SharedRun, Generic[E]):
         if self.committer is not None:
             return self.append([event], None, None if key is None else [key])[0]
         with self.commit_lock:
-            self.ctx.state.check_writable()
-            if self.ctx.locks is None:
-                return self._commit_one(event, key)
-            self.enter()
-            try:
-                return self._commit_one(event, key)
-            finally:
-                self.leave()
+            return self._holding(self._commit_one, event, key)
 
     def _commit_one(self, event: E, key: str | None) -> Envelope[E]:
         """Commit one event as ``_commit_all`` commits a group of one. Holds ``commit_lock``
@@ -216,13 +212,17 @@ class Run(RunFiles, SharedRun, Generic[E]):
         A run's first segment is created only once a request proved valid, so a refused
         first event leaves no run behind.
         """
+        self._holding(self._commit_all, requests)
+
+    def _holding(self, commit: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """``commit(*args)`` once the log is known to take appends, holding the run against
+        other processes meanwhile (``multiprocess=True``). Holds ``commit_lock``."""
         self.ctx.state.check_writable()
         if self.ctx.locks is None:
-            self._commit_all(requests)
-            return
+            return commit(*args, **kwargs)
         self.enter()
         try:
-            self._commit_all(requests)
+            return commit(*args, **kwargs)
         finally:
             self.leave()
 
